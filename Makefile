@@ -1,0 +1,31 @@
+# Two commands for a fresh machine: `make demo` and `make test` (each creates .venv if missing).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): requirements.lock pyproject.toml tools/repair_torchvision.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first and pinned to the local CPU wheel, so nothing later can pull a CUDA build
+	$(BIN)/pip install -q torch==2.13.0+cpu
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/repair_torchvision.py
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo_graph.py --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench_graph.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,263 @@
+"""Export a multiway cut as training data: a COCO instances JSON and VOC-palette semantic PNGs.
+
+This is the last step of the LIID pipeline (paper sec. 5): every proposal has a label from the cut;
+label 0 (background/noise) is dropped, the rest go through NMS at IoU 0.4 and become pseudo instances.
+The semantic pseudo-mask of an image is the union of its instances per class, larger instances painted
+first and smaller ones on top, so a small object inside a large one stays visible.
+
+NMS is **per class** (``torchvision.ops.batched_nms``), as in the LIID reference code: two overlapping
+proposals with different labels both survive; of two overlapping proposals with the same label only the
+higher-scoring one does. The score used for NMS, and written as ``score``, is the proposal's probability
+of its assigned label (the feature store's ``probs``) when probabilities are given, else its proposal score.
+
+Arrays in, files out: ``export_pseudo_labels`` reads proposals image by image (lazily) and writes the
+output directory atomically; the ``liid export`` command only resolves paths and calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_util
+from tqdm import tqdm
+
+from graph.feature_store import FeatureStore
+from liid.atomic import atomic_dir, check_output, write_json
+from liid.errors import LiidError
+from proposals.store import ImageProposals, read_image_proposals, read_proposal_index
+
+FORMAT = "liid.export"
+VERSION = 1
+IGNORE = 255  # VOC "ignore" index: reserved; this export never writes it (uncovered pixels are 0)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The standard PASCAL VOC color map, uint8 [n, 3] (bit-shift algorithm; 255 is (224, 224, 192))."""
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def coco_image_ids(entries: list[dict]) -> tuple[list[int], str]:
+    """Integer COCO ids for proposal-store image entries, and which rule gave them.
+
+    ``"digits"``: every id is a string of ASCII digits (VOC/COCO file stems) and their integers are
+    unique → ``int(id)``; else ``"coco_id"``: every entry has a unique ``coco_id`` → that; else
+    ``"position"``: position in the list + 1.
+    """
+    ids = [e["id"] for e in entries]
+    if all(re.fullmatch(r"[0-9]+", i) for i in ids):
+        nums = [int(i) for i in ids]
+        if len(set(nums)) == len(nums):
+            return nums, "digits"
+    if all("coco_id" in e for e in entries):
+        nums = [int(e["coco_id"]) for e in entries]
+        if len(set(nums)) == len(nums):
+            return nums, "coco_id"
+    return list(range(1, len(entries) + 1)), "position"
+
+
+def nms_per_class(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> np.ndarray:
+    """Indices kept by per-class NMS (``torchvision.ops.batched_nms``), highest score first.
+
+    Boxes are XYXY pixels with exclusive ``x2``/``y2``: torchvision's box area ``(x2-x1)*(y2-y1)`` is then
+    exactly the box's pixel count.
+    """
+    if len(scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    import torch
+    from torchvision.ops import batched_nms
+
+    keep = batched_nms(torch.as_tensor(np.asarray(boxes, dtype=np.float32)),
+                       torch.as_tensor(np.asarray(scores, dtype=np.float32)),
+                       torch.as_tensor(np.asarray(labels, dtype=np.int64)), float(iou))
+    return keep.numpy().astype(np.int64)
+
+
+def paint_semantic(height: int, width: int, masks: np.ndarray, labels: np.ndarray,
+                   scores: np.ndarray) -> np.ndarray:
+    """Semantic map uint8 [H, W]: pixel = class index, 0 where no instance lies.
+
+    ``masks`` bool [M, H, W]. Larger instances are painted first, smaller on top; of equal areas the
+    higher-scoring one ends on top.
+    """
+    sem = np.zeros((height, width), dtype=np.uint8)
+    if len(labels) == 0:
+        return sem
+    areas = masks.reshape(len(labels), -1).sum(axis=1)
+    for j in np.lexsort((np.asarray(scores), -areas)):
+        sem[masks[j]] = labels[j]
+    return sem
+
+
+def write_palette_png(path: str | os.PathLike, sem: np.ndarray) -> None:
+    """Write a uint8 class map as a palette ("P") PNG with the VOC color map."""
+    img = Image.fromarray(np.ascontiguousarray(sem, dtype=np.uint8))
+    img.putpalette(voc_palette().reshape(-1).tolist())  # an "L" image becomes "P"
+    img.save(path, format="PNG")
+
+
+def check_labels(labels: np.ndarray, store: FeatureStore, where: str) -> np.ndarray:
+    """Validate the cut's labels against the feature store once, at the boundary."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise LiidError(f"{where}: expected a 1-d integer array, got {labels.dtype} shape {labels.shape}")
+    if labels.shape[0] != store.num_proposals:
+        raise LiidError(f"{where}: {labels.shape[0]} labels but the feature store {store.path or ''} has "
+                        f"{store.num_proposals} proposals")
+    k1 = len(store.classes)
+    bad = (labels < 0) | (labels >= k1)
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise LiidError(f"{where}: proposal {j} has label {int(labels[j])}, outside [0, {k1}) "
+                        f"({k1} classes incl. background)")
+    return labels.astype(np.int64)
+
+
+def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str | os.PathLike,
+                         out: str | os.PathLike, nms_iou: float = 0.4, use_probs: bool = True,
+                         palette_pngs: bool = True, overwrite: bool = False, progress: bool = True,
+                         labels_name: str = "labels.npy", inputs: dict | None = None) -> dict:
+    """Write ``out/instances.json``, ``out/semantic/<image id>.png`` and ``out/export.json``.
+
+    ``labels``: int [N], one label per feature-store row (0 = background/noise). ``store``: the feature
+    store (``proposal_image``, ``proposal_index``, ``classes``, ``probs``). ``proposals``: the proposal
+    store directory. The exported images are the feature store's images, in its order. Proposals with an
+    empty mask are dropped (counted in ``dropped_empty``). Returns the summary written to ``export.json``.
+    """
+    out = check_output(out, overwrite)
+    proposals = Path(proposals)
+    labels = check_labels(labels, store, labels_name)
+    classes = list(store.classes)
+    if palette_pngs and len(classes) > IGNORE:
+        raise LiidError(f"{store.path}: {len(classes)} classes do not fit a palette PNG (at most {IGNORE}); "
+                        f"pass --no-palette-pngs")
+    index = read_proposal_index(proposals)
+    by_id = {e["id"]: e for e in index}
+    missing = [i for i in store.images if i not in by_id]
+    if missing:
+        raise LiidError(f"{proposals}/index.json: image {missing[0]!r} of the feature store "
+                        f"{store.path or ''} is not in the proposal store ({len(missing)} missing)")
+    if len(set(store.images)) != len(store.images):
+        seen: set[str] = set()
+        dup = next(i for i in store.images if i in seen or seen.add(i))
+        raise LiidError(f"{store.path}/store.json: image {dup!r} is listed twice")
+    entries = [by_id[i] for i in store.images]
+    img_of = np.asarray(store.proposal_image, dtype=np.int64)
+    idx_of = np.asarray(store.proposal_index, dtype=np.int64)
+    key = img_of * (int(idx_of.max()) + 1) + idx_of
+    uniq, first = np.unique(key, return_index=True)
+    if len(uniq) != len(key):
+        dup = np.setdiff1d(np.arange(len(key)), first)[0]
+        raise LiidError(f"{store.path}/proposal_index.npy: row {int(dup)} repeats proposal "
+                        f"{int(idx_of[dup])} of image {store.images[img_of[dup]]!r}")
+    probs = np.asarray(store.probs) if use_probs else None
+    coco_ids, id_rule = coco_image_ids(entries)
+
+    order = np.argsort(img_of, kind="stable")
+    bounds = np.searchsorted(img_of[order], np.arange(len(entries) + 1))
+    images, annotations = [], []
+    counts = {"dropped_background": 0, "dropped_empty": 0, "suppressed_nms": 0}
+    per_class = np.zeros(len(classes), dtype=np.int64)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        if palette_pngs:
+            (tmp / "semantic").mkdir()
+        for i in tqdm(range(len(entries)), desc="export", unit="img", disable=None if progress else True):
+            e, cid = entries[i], coco_ids[i]
+            h, w = e["height"], e["width"]
+            images.append({"id": cid, "file_name": e["file_name"], "height": h, "width": w})
+            rows = order[bounds[i]:bounds[i + 1]]
+            kept: list[tuple[int, dict]] = []
+            if len(rows):
+                props = read_image_proposals(proposals, e)
+                kept = _image_instances(props, rows, labels, idx_of, probs, nms_iou, counts,
+                                        str(proposals / e["file"]))
+            for lab, ann in kept:
+                per_class[lab] += 1
+                annotations.append({"id": len(annotations) + 1, "image_id": cid, **ann})
+            if palette_pngs:
+                masks = np.zeros((len(kept), h, w), dtype=bool)
+                for j, (_, a) in enumerate(kept):
+                    masks[j] = mask_util.decode(_bytes_rle(a["segmentation"])).astype(bool)
+                sem = paint_semantic(h, w, masks, np.array([lab for lab, _ in kept], dtype=np.int64),
+                                     np.array([a["score"] for _, a in kept], dtype=np.float64))
+                write_palette_png(tmp / "semantic" / f"{e['id']}.png", sem)
+        coco = {
+            "info": {"description": "LIID pseudo instances (liid export)", "version": str(VERSION)},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k, "name": classes[k], "supercategory": "object"}
+                           for k in range(1, len(classes))],
+        }
+        with open(tmp / "instances.json", "w") as f:
+            json.dump(coco, f, separators=(",", ":"))
+        summary = {
+            "format": FORMAT, "version": VERSION,
+            "images": len(images), "proposals": int(len(labels)), "instances": len(annotations),
+            **counts,
+            "per_class": {classes[k]: int(per_class[k]) for k in range(1, len(classes))},
+            "config": {"nms_iou": float(nms_iou), "nms": "per-class (torchvision.ops.batched_nms)",
+                       "score": "prob" if probs is not None else "proposal",
+                       "palette_pngs": bool(palette_pngs), "image_ids": id_rule},
+            "inputs": inputs or {"features": str(store.path), "proposals": str(proposals)},
+        }
+        write_json(tmp / "export.json", summary)
+    return summary
+
+
+def _bytes_rle(rle: dict) -> dict:
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+
+
+def _image_instances(props: ImageProposals, rows: np.ndarray, labels: np.ndarray, idx_of: np.ndarray,
+                     probs: np.ndarray | None, nms_iou: float, counts: dict,
+                     where: str) -> list[tuple[int, dict]]:
+    """One image: drop background and empty masks, per-class NMS; (label, annotation body) by score."""
+    pidx = idx_of[rows]
+    if pidx.max() >= len(props):
+        j = int(np.argmax(pidx >= len(props)))
+        raise LiidError(f"{where}: feature-store row {int(rows[j])} names proposal {int(pidx[j])}, "
+                        f"but the image has {len(props)} proposals")
+    lab = labels[rows]
+    fg = lab > 0
+    counts["dropped_background"] += int((~fg).sum())
+    rows, pidx, lab = rows[fg], pidx[fg], lab[fg]
+    if len(rows) == 0:
+        return []
+    rles = [_bytes_rle(props.rles[p]) for p in pidx]
+    area = mask_util.area(rles).astype(np.int64)
+    nonempty = area > 0
+    counts["dropped_empty"] += int((~nonempty).sum())
+    rows, pidx, lab, area = rows[nonempty], pidx[nonempty], lab[nonempty], area[nonempty]
+    rles = [r for r, ok in zip(rles, nonempty, strict=True) if ok]
+    if len(rows) == 0:
+        return []
+    score = np.asarray(probs[rows, lab] if probs is not None else props.scores[pidx], dtype=np.float32)
+    keep = nms_per_class(props.boxes[pidx], score, lab, nms_iou)
+    counts["suppressed_nms"] += len(rows) - len(keep)
+    bbox = mask_util.toBbox([rles[k] for k in keep]).reshape(-1, 4) if len(keep) else np.zeros((0, 4))
+    result = []
+    for n, k in enumerate(keep):
+        result.append((int(lab[k]), {
+            "category_id": int(lab[k]),
+            "segmentation": {"size": [int(props.height), int(props.width)],
+                             "counts": rles[k]["counts"].decode("ascii")},
+            "area": float(area[k]),
+            "bbox": [float(v) for v in bbox[n]],
+            "iscrowd": 0,
+            "score": float(score[k]),
+        }))
+    return result

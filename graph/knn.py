@@ -1,0 +1,169 @@
+"""k most similar *other* proposals by cosine similarity, with FAISS (LIID section 5.3: k = 3).
+
+exact : IndexFlatIP (BLAS all-pairs), on every GPU when faiss-gpu sees one.
+ivf   : IVF with fp16 scalar-quantised lists, searched list by list with FAISS's big-batch search
+        (queries grouped per inverted list, one BLAS product per list), then the candidates re-ranked
+        by exact float32 cosine. Recall is measured, never assumed (``recall_at_k``).
+hnsw  : IndexHNSWFlat (graph index), for comparison.
+auto  : exact up to ``exact_max`` proposals (or on a GPU), ivf above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+METHODS = ("auto", "exact", "ivf", "hnsw")
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    k: int = 3
+    method: str = "auto"
+    exact_max: int = 30_000  # auto: exact search up to this many proposals on a CPU
+    nlist: int = 0  # IVF lists; 0 = 4 * sqrt(N), within [16, 65536]
+    nprobe: int = 0  # IVF lists probed per query; 0 = nlist / 24 (measured, see BENCHMARKS.md)
+    rerank: int = 4  # extra candidates re-ranked exactly beyond k + 1
+    hnsw_m: int = 32
+    hnsw_ef: int = 128
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def normalized(features: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """float32 copy with unit L2 rows (zero rows stay zero), converted chunk by chunk."""
+    x = np.empty(features.shape, dtype=np.float32)
+    for s in range(0, features.shape[0], chunk):
+        x[s:s + chunk] = features[s:s + chunk]
+    faiss.normalize_L2(x)
+    return x
+
+
+def _drop_self(idx: np.ndarray, sim: np.ndarray, k: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own id from its result row and keep the first k others (-1 pads)."""
+    n = idx.shape[0]
+    own = (np.arange(start, start + n)[:, None] == idx) | (idx < 0)
+    order = np.argsort(own, axis=1, kind="stable")  # non-self first, original order kept
+    idx = np.take_along_axis(idx, order, axis=1)[:, :k].copy()
+    sim = np.take_along_axis(sim, order, axis=1)[:, :k].copy()
+    bad = np.take_along_axis(own, order, axis=1)[:, :k]
+    idx[bad] = -1
+    sim[bad] = -np.inf
+    return idx, sim
+
+
+def _rerank(x: np.ndarray, idx: np.ndarray, k: int, chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float32 cosine of each candidate; keep the k best other proposals."""
+    n, c = idx.shape
+    out_i = np.empty((n, k), dtype=np.int64)
+    out_s = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        cand = idx[s:e]
+        safe = np.where(cand < 0, 0, cand)
+        sim = np.einsum("nd,ncd->nc", x[s:e], x[safe])
+        sim[(cand < 0) | (cand == np.arange(s, e)[:, None])] = -np.inf
+        # duplicates in a candidate row (possible after merging) count once
+        srt = np.sort(cand, axis=1)
+        if (srt[:, 1:] == srt[:, :-1]).any():
+            for r in np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]:
+                _, first = np.unique(cand[r], return_index=True)
+                dup = np.ones(c, dtype=bool)
+                dup[first] = False
+                sim[r, dup] = -np.inf
+        order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        out_i[s:e] = np.take_along_axis(cand, order, axis=1)
+        out_s[s:e] = np.take_along_axis(sim, order, axis=1)
+    bad = ~np.isfinite(out_s)
+    out_i[bad] = -1
+    return out_i, out_s
+
+
+def exact_search(x: np.ndarray, queries: np.ndarray, k: int, query_ids: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k other rows of ``x`` for each query (``query_ids``: their rows in x, to exclude)."""
+    index = faiss.IndexFlatIP(x.shape[1])
+    if gpu_available():  # pragma: no cover - no GPU in CI
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(x)
+    sim, idx = index.search(queries, k + 1)
+    if query_ids is None:
+        return _drop_self(idx, sim, k)
+    own = idx == np.asarray(query_ids)[:, None]
+    order = np.argsort(own, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1)[:, :k]
+    sim = np.take_along_axis(sim, order, axis=1)[:, :k]
+    return idx, sim
+
+
+def _ivf_search(x: np.ndarray, cfg: KnnConfig, nlist: int, nprobe: int) -> np.ndarray:
+    from faiss.contrib.big_batch_search import big_batch_search  # noqa: PLC0415
+
+    n, d = x.shape
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                          faiss.METRIC_INNER_PRODUCT)
+    index.by_residual = False  # codes hold the vectors themselves: big-batch search scores <q, x> directly
+    rng = np.random.default_rng(cfg.seed)
+    train = x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))]
+    index.cp.seed = cfg.seed
+    index.train(train)
+    index.add(x)
+    index.nprobe = nprobe
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, idx = big_batch_search(index, x, cfg.k + 1 + cfg.rerank, method="knn_function", verbose=0,
+                                  threaded=1)
+    return idx
+
+
+def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig()) -> tuple[np.ndarray, np.ndarray, dict]:
+    """For unit rows ``x``: indices [N, k] (-1 = none) and cosine similarities of the k most similar
+    other rows, plus a dict saying which method and parameters were used."""
+    n = x.shape[0]
+    method = cfg.method
+    if method not in METHODS:
+        raise ValueError(f"unknown kNN method {method!r}")
+    if method == "auto":
+        method = "exact" if (n <= cfg.exact_max or gpu_available()) else "ivf"
+    info: dict = {"method": method, "k": cfg.k, "gpu": gpu_available()}
+    if n <= cfg.k + 1 and method != "exact":
+        method = info["method"] = "exact"
+    if method == "exact":
+        idx, sim = exact_search(x, x, cfg.k)
+    elif method == "ivf":
+        nlist = cfg.nlist or int(min(65536, max(16, round(4 * math.sqrt(n)))))
+        nlist = min(nlist, max(1, n // 8))
+        nprobe = cfg.nprobe or max(1, round(nlist / 24))
+        info.update(nlist=nlist, nprobe=min(nprobe, nlist))
+        cand = _ivf_search(x, cfg, nlist, min(nprobe, nlist))
+        idx, sim = _rerank(x, cand, cfg.k)
+    else:  # hnsw
+        index = faiss.IndexHNSWFlat(x.shape[1], cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = cfg.hnsw_ef
+        index.add(x)
+        _, cand = index.search(x, cfg.k + 1 + cfg.rerank)
+        idx, sim = _rerank(x, cand, cfg.k)
+        info.update(hnsw_m=cfg.hnsw_m, hnsw_ef=cfg.hnsw_ef)
+    return idx.astype(np.int64), sim.astype(np.float32), info
+
+
+def recall_at_k(x: np.ndarray, idx: np.ndarray, sample: int, k: int, seed: int = 0) -> float:
+    """Share of the exact k nearest other neighbours found, over ``sample`` random queries."""
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    q = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    ex, _ = exact_search(x, x[q], k, query_ids=q)
+    hits = [np.intersect1d(ex[i][ex[i] >= 0], idx[j][idx[j] >= 0]).size for i, j in enumerate(q)]
+    total = int((ex >= 0).sum())
+    return float(sum(hits) / max(total, 1))

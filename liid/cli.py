@@ -1,0 +1,50 @@
+"""The ``liid`` command line: one click group, one module per subcommand in ``liid/commands``.
+
+Every subcommand reads and validates its inputs, calls library code, and writes its output atomically.
+A ``LiidError`` becomes one line ``error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from liid import __version__
+from liid.errors import LiidError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LiidError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="liid")
+def main() -> None:
+    """LIID: image-level labels to instance segmentation training data.
+
+    \b
+    Pipeline (each stage a folder on disk):
+      liid build-graph STORE --out GRAPH     kNN graph of all proposals + class terminals
+      liid solve-cut --graph GRAPH --out CUT exact multiway cut: a label (or noise) per proposal
+      liid export CUT --proposals P --out X  COCO instances JSON + VOC-palette PNGs
+    """
+
+
+def _register() -> None:
+    from liid.commands import build_graph, export, solve_cut
+
+    main.add_command(build_graph.command)
+    main.add_command(solve_cut.command)
+    main.add_command(export.command)
+
+
+_register()
+
+if __name__ == "__main__":
+    main()
