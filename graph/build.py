@@ -41,13 +41,30 @@ def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sa
                 ) -> tuple[CutGraph, dict]:
     """Nodes = proposals, terminal weights = masked p, edges = symmetrised kNN with weight delta*cos."""
     t0 = time.perf_counter()
-    allowed = store.allowed_labels()
-    terminal = terminal_weights(store.probs, allowed)
     x = normalized(store.features)
     t_knn = time.perf_counter()
     idx, sim, info = knn(x, cfg.knn)
     info["seconds"] = time.perf_counter() - t_knn
-    n, k = idx.shape
+    if recall_sample:
+        t_r = time.perf_counter()
+        info["recall_at_k"] = recall_at_k(x, idx, recall_sample, cfg.knn.k, seed=cfg.knn.seed)
+        info["recall_sample"] = int(min(recall_sample, x.shape[0]))
+        info["recall_seconds"] = time.perf_counter() - t_r
+    del x
+    g, stats = graph_from_neighbours(store, idx, sim, cfg)
+    stats["knn"] = info
+    stats["seconds"] = time.perf_counter() - t0
+    return g, stats
+
+
+def graph_from_neighbours(store: FeatureStore, idx: np.ndarray, sim: np.ndarray, cfg: GraphConfig
+                          ) -> tuple[CutGraph, dict]:
+    """The graph from given neighbours ``idx`` [N, >=k] and similarities (the first ``cfg.knn.k`` used)."""
+    k = cfg.knn.k
+    idx, sim = idx[:, :k], sim[:, :k]
+    allowed = store.allowed_labels()
+    terminal = terminal_weights(store.probs, allowed)
+    n = idx.shape[0]
     rows = np.repeat(np.arange(n), k)
     cols = idx.reshape(-1)
     s = sim.reshape(-1)
@@ -61,12 +78,6 @@ def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sa
         keep &= share
     edges, esim = symmetrise(rows[keep], cols[keep], s[keep], n)
     weights = pair_weights(esim, cfg.delta)
-    if recall_sample:
-        t_r = time.perf_counter()
-        info["recall_at_k"] = recall_at_k(x, idx, recall_sample, cfg.knn.k, seed=cfg.knn.seed)
-        info["recall_sample"] = int(min(recall_sample, n))
-        info["recall_seconds"] = time.perf_counter() - t_r
-    del x
     g = CutGraph(terminal=terminal, allowed=allowed, edges=edges, weights=weights,
                  classes=list(store.classes)).with_components()
     sizes = np.bincount(g.component)
@@ -75,8 +86,7 @@ def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sa
         "largest_component": int(sizes.max()), "component_sizes": size_histogram(g.component),
         "components_over_1000": int((sizes > 1000).sum()),
         "nodes_in_components_over_1000": int(sizes[sizes > 1000].sum()),
-        "pairs_dropped_no_shared_label": dropped_label, "knn": info,
-        "seconds": time.perf_counter() - t0,
+        "pairs_dropped_no_shared_label": dropped_label,
     }
     g.meta = {"config": cfg.to_json(), "stats": stats}
     return g, stats

@@ -105,10 +105,12 @@ def read_feature_store(path: str | os.PathLike, mmap: bool = True) -> FeatureSto
     if not path.is_dir():
         raise LiidError(f"{path}: feature store directory not found")
     meta = read_json(path / "store.json")
-    if meta.get("format") != FORMAT:
-        raise LiidError(f"{path}/store.json: not a feature store (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise LiidError(f"{path}/store.json: version {meta['version']} is newer than this toolkit reads")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise LiidError(f"{path}/store.json: not a feature store (format {fmt!r})")
+    if not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > VERSION:
+        raise LiidError(f"{path}/store.json: version {meta['version']!r} is not one this toolkit reads "
+                        f"(<= {VERSION})")
     for key in ("classes", "images"):
         if not isinstance(meta.get(key), list):
             raise LiidError(f"{path}/store.json: missing list {key!r}")

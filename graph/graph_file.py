@@ -62,15 +62,22 @@ def validate_graph(g: CutGraph, where: str = "graph") -> None:
     if not np.isfinite(g.terminal).all() or (g.terminal < 0).any():
         raise LiidError(f"{where}/terminal.npy: terminal weights must be finite and >= 0")
     if not g.allowed.any(axis=1).all():
-        raise LiidError(f"{where}/allowed.npy: node {int(np.argmin(g.allowed.any(axis=1)))} has no allowed label")
+        node = int(np.argmin(g.allowed.any(axis=1)))
+        raise LiidError(f"{where}/allowed.npy: node {node} has no allowed label")
     if g.edges.ndim != 2 or g.edges.shape[1] != 2 or g.weights.shape != (g.edges.shape[0],):
         raise LiidError(f"{where}: edges {g.edges.shape} and weights {g.weights.shape} do not match")
     if len(g.edges) and (g.edges.min() < 0 or g.edges.max() >= n):
         raise LiidError(f"{where}/edges.npy: node id out of range [0, {n})")
     if not np.isfinite(g.weights).all() or (g.weights < 0).any():
         raise LiidError(f"{where}/weights.npy: edge weights must be finite and >= 0")
-    if g.component is not None and g.component.shape != (n,):
-        raise LiidError(f"{where}/component.npy: shape {g.component.shape}, expected ({n},)")
+    if g.component is not None:
+        if g.component.shape != (n,) or not np.issubdtype(g.component.dtype, np.integer):
+            raise LiidError(f"{where}/component.npy: shape {g.component.shape} {g.component.dtype}, "
+                            f"expected ({n},) integers")
+        if g.component.min() < 0 or (len(g.edges) and (g.component[g.edges[:, 0]]
+                                                        != g.component[g.edges[:, 1]]).any()):
+            raise LiidError(f"{where}/component.npy: not a component labeling of the edges "
+                            f"(negative id or an edge between two components)")
 
 
 def save_graph(path: str | os.PathLike, g: CutGraph, overwrite: bool = False) -> Path:
@@ -97,10 +104,16 @@ def load_graph(path: str | os.PathLike) -> CutGraph:
     if not path.is_dir():
         raise LiidError(f"{path}: graph directory not found")
     meta = read_json(path / "graph.json")
-    if meta.get("format") != FORMAT:
-        raise LiidError(f"{path}/graph.json: not a graph (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise LiidError(f"{path}/graph.json: version {meta['version']} is newer than this toolkit reads")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise LiidError(f"{path}/graph.json: not a graph (format {fmt!r})")
+    if not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > VERSION:
+        raise LiidError(f"{path}/graph.json: version {meta['version']!r} is not one this toolkit reads "
+                        f"(<= {VERSION})")
+    if not isinstance(meta.get("classes"), list) or not isinstance(meta.get("offset", 0.0), (int, float)) \
+            or not isinstance(meta.get("components", 0), int):
+        raise LiidError(f"{path}/graph.json: needs a list 'classes', a number 'offset' and an integer "
+                        f"'components'")
     arr = {k: load_npy(path / f"{k}.npy") for k in ("terminal", "allowed", "edges", "weights", "component")}
     g = CutGraph(terminal=arr["terminal"], allowed=arr["allowed"].astype(bool, copy=False),
                  edges=arr["edges"].astype(np.int64, copy=False),

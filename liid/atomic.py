@@ -91,6 +91,9 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     if not path.exists():
         raise LiidError(f"{path}: file not found")
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise LiidError(f"{path}: corrupt .npy file (no NumPy header)")
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise LiidError(f"{path}: truncated or corrupt .npy file ({e})") from None

@@ -1,0 +1,82 @@
+"""``liid build-graph STORE --out GRAPH``: the knowledge graph of LIID section 5.2 (eq. 10, 12)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from graph.build import GraphConfig, build_graph
+from graph.feature_store import read_feature_store
+from graph.graph_file import save_graph
+from graph.knn import METHODS, KnnConfig
+from liid.atomic import check_output
+from liid.commands.stage import up_to_date
+from liid.fingerprint import fingerprint
+
+
+def format_stats(stats: dict) -> str:
+    knn = stats["knn"]
+    lines = [
+        f"nodes {stats['nodes']:,}  edges {stats['edges']:,}  components {stats['components']:,}  "
+        f"largest {stats['largest_component']:,}",
+        f"kNN: {knn['method']} k={knn['k']}" + (f" nlist={knn['nlist']} nprobe={knn['nprobe']}"
+                                                 if "nlist" in knn else "")
+        + f" in {knn['seconds']:.1f} s",
+    ]
+    if "recall_at_k" in knn:
+        lines.append(f"recall@{knn['k']} {knn['recall_at_k']:.4f} on {knn['recall_sample']} sampled queries "
+                     f"(vs exact search)")
+    if stats.get("pairs_dropped_no_shared_label"):
+        lines.append(f"pairs dropped (images share no label): {stats['pairs_dropped_no_shared_label']:,}")
+    lines.append("component sizes:")
+    width = max(stats["component_sizes"].values())
+    for size, count in stats["component_sizes"].items():
+        lines.append(f"  {size:>13}  {count:>7,}  " + "#" * max(1, round(40 * count / width)))
+    return "\n".join(lines)
+
+
+@click.command("build-graph")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Graph directory to write.")
+@click.option("--k", "k", default=3, show_default=True, type=click.IntRange(1, 64),
+              help="Most similar other proposals linked to each proposal (LIID: 3).")
+@click.option("--delta", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Eq. (10) balance factor: pair weight = delta * cosine.")
+@click.option("--knn", "method", default="auto", show_default=True, type=click.Choice(METHODS),
+              help="auto: exact up to --exact-max proposals (or on a GPU), IVF above.")
+@click.option("--exact-max", default=30_000, show_default=True, type=click.IntRange(0),
+              help="Largest store searched exactly by --knn auto on a CPU.")
+@click.option("--nlist", default=0, type=click.IntRange(0), help="IVF lists (0: 4*sqrt(N)).")
+@click.option("--nprobe", default=0, type=click.IntRange(0), help="IVF lists probed per query (0: nlist/24).")
+@click.option("--recall-sample", default=0, show_default=True, type=click.IntRange(0),
+              help="Measure recall@k against exact search on this many random queries and print it.")
+@click.option("--same-label-pairs", is_flag=True,
+              help="Keep a pair only if the two images share a foreground label (reference-code rule).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max: int, nlist: int,
+            nprobe: int, recall_sample: int, same_label_pairs: bool, seed: int, overwrite: bool) -> None:
+    """Build the kNN graph of all proposals with the classes as terminals, and its components.
+
+    STORE is a feature store directory (docs/FORMATS.md). Writes GRAPH/ with terminal weights (p masked
+    by the image's labels), symmetrised kNN edges of weight delta*cos, and the connected components.
+    """
+    t0 = time.perf_counter()
+    cfg = GraphConfig(knn=KnnConfig(k=k, method=method, exact_max=exact_max, nlist=nlist, nprobe=nprobe,
+                                    seed=seed), delta=delta, same_label_pairs=same_label_pairs)
+    check_output(out, overwrite=True)  # parent folder must exist
+    source = {"feature_store": str(Path(store).resolve()), "fingerprint": fingerprint(store)
+              if Path(store).is_dir() else None}
+    expected = {"config": cfg.to_json(), "source": source}
+    if up_to_date(out, "graph.json", "inputs", expected, overwrite):
+        return
+    fs = read_feature_store(store)
+    click.echo(f"{store}: {fs.num_proposals:,} proposals, {len(fs.images):,} images, "
+               f"{len(fs.classes)} classes, feature dim {fs.features.shape[1]}")
+    g, stats = build_graph(fs, cfg, recall_sample=recall_sample)
+    g.meta.update(source=source, inputs=expected)
+    save_graph(out, g, overwrite=overwrite)
+    click.echo(format_stats(stats))
+    click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")

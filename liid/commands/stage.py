@@ -1,0 +1,25 @@
+"""Shared rule of every stage: skip when the output is there and was made from the same inputs and
+config; refuse (without --overwrite) when it is there but differs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from liid.errors import LiidError
+
+
+def up_to_date(out: Path, record_file: str, key: str, expected: dict, overwrite: bool) -> bool:
+    """True if ``out/record_file[key]`` equals ``expected`` (then the stage is skipped)."""
+    if not out.exists() or overwrite:
+        return False
+    try:
+        recorded = json.loads((out / record_file).read_text()).get(key)
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    if recorded == json.loads(json.dumps(expected)):
+        click.echo(f"{out}: up to date (same inputs and settings), skipping; --overwrite to redo")
+        return True
+    raise LiidError(f"{out}: output exists (made from other inputs or settings); pass --overwrite to replace it")

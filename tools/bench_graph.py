@@ -1,0 +1,171 @@
+"""Benchmark of the graph engine at VOC scale: build-graph and solve-cut on a generated feature store.
+
+    python tools/bench_graph.py [--images 10000] [--store DIR] [--workers 2] [--textbook-sample 30]
+
+Generates (or reuses, with --store) a feature store of images x 20 proposals, 2048-d clustered features,
+21 classes, ~1.5 labels per image (liid.synthetic_features), in a separate process so its memory is
+not counted. Then, in this process: kNN graph (the default method for this size) with recall@3 measured
+on sampled queries against exact search; the multiway cut of every component; k = 2 and the
+same-label-pairs rule from the same neighbour lists; and the textbook formulation (all 21 labels for
+every node, one HiGHS LP per component) on a sample of components. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from graph import highs_backend
+from graph.build import GraphConfig, graph_from_neighbours
+from graph.ckr import ckr_lp, textbook_ckr_lp
+from graph.feature_store import read_feature_store
+from graph.knn import KnnConfig, knn, normalized, recall_at_k
+from graph.solve import SolveConfig, solve_graph
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def textbook_comparison(g, records, sample: int, seed: int = 0) -> dict:
+    """Time of one all-labels LP per component vs the structured LP (same components)."""
+    rng = np.random.default_rng(seed)
+    lp_comps = [r.id for r in records if r.nodes > 1]
+    pick = rng.choice(lp_comps, size=min(sample, len(lp_comps)), replace=False)
+    largest = max(records, key=lambda r: r.nodes).id
+    pick = sorted(set(pick.tolist()) | {largest})
+    t_text = t_struct = 0.0
+    nodes = cols_text = cols_struct = 0
+    frac_text = 0
+    for cid in pick:
+        sel = np.nonzero(g.component == cid)[0]
+        remap = np.full(g.num_nodes, -1)
+        remap[sel] = np.arange(sel.size)
+        em = remap[g.edges[:, 0]] >= 0
+        e = remap[g.edges[em]]
+        w = g.weights[em]
+        t0 = time.perf_counter()
+        lp = textbook_ckr_lp(g.terminal[sel], e, w)
+        res = highs_backend.solve(lp)
+        t_text += time.perf_counter() - t0
+        frac_text += int(not lp.is_integral(res.x).all())
+        t0 = time.perf_counter()
+        lp2 = ckr_lp(g.terminal[sel], g.allowed[sel], e, w)
+        highs_backend.solve(lp2)
+        t_struct += time.perf_counter() - t0
+        nodes += sel.size
+        cols_text += lp.A.shape[1]
+        cols_struct += lp2.A.shape[1]
+    return {"components": len(pick), "nodes": int(nodes), "textbook_seconds": round(t_text, 3),
+            "structured_seconds": round(t_struct, 3), "speedup": round(t_text / max(t_struct, 1e-9), 2),
+            "textbook_variables": int(cols_text), "structured_variables": int(cols_struct),
+            "textbook_fractional_components": frac_text}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=10_000)
+    ap.add_argument("--store", type=Path, default=None, help="reuse or create the store here")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--knn", default="auto")
+    ap.add_argument("--nprobe", type=int, default=0)
+    ap.add_argument("--recall-sample", type=int, default=2000)
+    ap.add_argument("--textbook-sample", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+
+    tmp = None
+    store_dir = a.store
+    if store_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="liid-bench-")
+        store_dir = Path(tmp.name) / "store"
+    if not store_dir.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "tools/make_feature_store.py"), str(store_dir),
+                        "--images", str(a.images), "--seed", str(a.seed)], check=True)
+        print(f"generated store in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    t0 = time.perf_counter()
+    store = read_feature_store(store_dir)
+    truth = np.load(store_dir / "truth.npy") if (store_dir / "truth.npy").exists() else None
+    cfg = GraphConfig(knn=KnnConfig(k=3, method=a.knn, nprobe=a.nprobe, seed=a.seed))
+    x = normalized(store.features)
+    t_knn = time.perf_counter()
+    idx, sim, info = knn(x, cfg.knn)
+    knn_seconds = time.perf_counter() - t_knn
+    g, stats = graph_from_neighbours(store, idx, sim, cfg)
+    build_seconds = time.perf_counter() - t0
+    print(f"build-graph: {build_seconds:.1f} s (kNN {knn_seconds:.1f} s, {info}), peak RSS "
+          f"{peak_rss_gb():.2f} GB", flush=True)
+    t_r = time.perf_counter()
+    recall = recall_at_k(x, idx, a.recall_sample, 3, seed=a.seed)
+    print(f"recall@3 {recall:.4f} on {a.recall_sample} queries ({time.perf_counter() - t_r:.1f} s)", flush=True)
+    del x
+
+    t0 = time.perf_counter()
+    labels, records, summary = solve_graph(g, SolveConfig(), backend="process" if a.workers > 1 else "serial",
+                                           workers=a.workers, progress=False)
+    solve_seconds = time.perf_counter() - t0
+    cert = 100.0 * summary["certified_optimal_components"] / summary["components"]
+    print(f"solve-cut: {solve_seconds:.1f} s, {summary['components']} components, {cert:.1f}% certified, "
+          f"methods {summary['methods']}", flush=True)
+    t0 = time.perf_counter()
+    labels_serial, _, summary_serial = solve_graph(g, SolveConfig(), backend="serial", progress=False)
+    solve_serial_seconds = time.perf_counter() - t0
+    assert np.array_equal(labels, labels_serial), "parallel and serial cuts differ"
+
+    sizes = np.bincount(g.component)
+    variants = {}
+    for name, vcfg in (("k2", replace(cfg, knn=replace(cfg.knn, k=2))),
+                       ("same_label_pairs", replace(cfg, same_label_pairs=True))):
+        vg, vst = graph_from_neighbours(store, idx, sim, vcfg)
+        vl, _, vs = solve_graph(vg, SolveConfig(), backend="process" if a.workers > 1 else "serial",
+                                workers=a.workers, progress=False)
+        variants[name] = {"edges": vst["edges"], "components": vst["components"],
+                          "largest_component": vst["largest_component"],
+                          "solve_seconds": round(vs["seconds"], 2),
+                          "certified_optimal_pct": round(100.0 * vs["certified_optimal_components"]
+                                                         / vs["components"], 2)}
+        if truth is not None:
+            variants[name]["label_accuracy"] = round(float((vl == truth).mean()), 4)
+        print(f"variant {name}: {variants[name]}", flush=True)
+    textbook = textbook_comparison(g, records, a.textbook_sample, seed=a.seed)
+    print(f"textbook formulation on {textbook['components']} components: {textbook}", flush=True)
+
+    result = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": __import__("os").cpu_count(), "nodes": g.num_nodes, "edges": int(len(g.edges)),
+        "knn": info, "knn_seconds": round(knn_seconds, 2), "build_seconds": round(build_seconds, 2),
+        "solve_seconds": round(solve_seconds, 2), "solve_serial_seconds": round(solve_serial_seconds, 2),
+        "workers": a.workers, "peak_rss_gb": round(peak_rss_gb(), 3),
+        "peak_rss_workers_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 3),
+        "recall_at_3": round(recall, 4), "components": int(sizes.size), "largest_component": int(sizes.max()),
+        "components_over_1000": int((sizes > 1000).sum()),
+        "nodes_in_components_over_1000_pct": round(100.0 * sizes[sizes > 1000].sum() / g.num_nodes, 1),
+        "certified_optimal_pct": round(cert, 2), "objective": summary["objective"],
+        "lower_bound": summary["lower_bound"], "methods": summary["methods"],
+        "label_accuracy": round(float((labels == truth).mean()), 4) if truth is not None else None,
+        "masked_argmax_accuracy": round(float((np.where(store.allowed_labels(), store.probs, -1).argmax(1)
+                                               == truth).mean()), 4) if truth is not None else None,
+        "variants": variants, "textbook": textbook,
+    }
+    print(json.dumps(result))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
