@@ -40,33 +40,33 @@ def make_feature_store(spec: SyntheticSpec = SyntheticSpec(), dtype=np.float16,
                        chunk: int = 8192) -> tuple[FeatureStore, np.ndarray]:
     """Return the store and the true class of each proposal (0 = background)."""
     rng = np.random.default_rng(spec.seed)
-    K, D, I, P = spec.classes, spec.dim, spec.images, spec.proposals_per_image
-    N = I * P
+    K, D, n_img, P = spec.classes, spec.dim, spec.images, spec.proposals_per_image
+    N = n_img * P
     scale = 1.0 / np.sqrt(D)
     # class centres: sparse non-negative patterns (each class fires ~15% of the channels)
     centres = rng.random((K + 1, D)) * (rng.random((K + 1, D)) < 0.15) * 3.0 * scale
     stuff = rng.random((8, D)) * (rng.random((8, D)) < 0.2) * 3.0 * scale
     basis = rng.standard_normal((K + 1, spec.rank, D)) * scale / np.sqrt(spec.rank)
 
-    nlab = rng.choice([1, 2, 3], size=I, p=[0.6, 0.3, 0.1])
-    image_labels = np.zeros((I, K + 1), dtype=bool)
+    nlab = rng.choice([1, 2, 3], size=n_img, p=[0.6, 0.3, 0.1])
+    image_labels = np.zeros((n_img, K + 1), dtype=bool)
     image_labels[:, 0] = True
-    for i in range(I):
+    for i in range(n_img):
         image_labels[i, 1 + rng.choice(K, size=nlab[i], replace=False)] = True
 
-    proposal_image = np.repeat(np.arange(I), P)
-    proposal_index = np.tile(np.arange(P), I)
+    proposal_image = np.repeat(np.arange(n_img), P)
+    proposal_index = np.tile(np.arange(P), n_img)
     is_obj = rng.random(N) < spec.object_fraction
     truth = np.zeros(N, dtype=np.int64)
     inst = np.zeros(N, dtype=np.int64)
-    for i in range(I):
+    for i in range(n_img):
         labs = np.nonzero(image_labels[i, 1:])[0] + 1
         sl = slice(i * P, (i + 1) * P)
         pick = rng.integers(0, labs.size, size=P)
         truth[sl] = np.where(is_obj[sl], labs[pick], 0)
         inst[sl] = i * (K + 1) + truth[sl]
     # instance offsets: one per (image, class), shared by the proposals of that object
-    inst_z = rng.standard_normal((I * (K + 1), spec.rank)).astype(np.float32)
+    inst_z = rng.standard_normal((n_img * (K + 1), spec.rank)).astype(np.float32)
     basis = basis.astype(np.float32)
     features = np.empty((N, D), dtype=dtype)
     probs = np.empty((N, K + 1), dtype=np.float32)
@@ -100,5 +100,5 @@ def make_feature_store(spec: SyntheticSpec = SyntheticSpec(), dtype=np.float16,
     names = VOC_CLASSES if K == 20 else ["background"] + [f"class{k}" for k in range(1, K + 1)]
     store = FeatureStore(features=features, probs=probs, proposal_image=proposal_image.astype(np.int32),
                          proposal_index=proposal_index.astype(np.int32), image_labels=image_labels,
-                         classes=names, images=[f"{i:06d}" for i in range(I)])
+                         classes=names, images=[f"{i:06d}" for i in range(n_img)])
     return store, truth

@@ -1,0 +1,244 @@
+"""kNN search (graph.knn), edge weights (graph.weights) and the knowledge graph (graph.build), LIID eq. 10."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from graph.build import GraphConfig, build_graph
+from graph.knn import KnnConfig, knn, normalized, recall_at_k
+from graph.weights import pair_weights, symmetrise, terminal_weights
+from liid.synthetic_features import SyntheticSpec, make_feature_store
+
+
+def _brute_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k other rows by cosine (rows of x are unit), float64, descending."""
+    s = x.astype(np.float64) @ x.astype(np.float64).T
+    np.fill_diagonal(s, -np.inf)
+    idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(s, idx, axis=1)
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    store, _ = make_feature_store(SyntheticSpec(images=300, dim=128))
+    return normalized(store.features)
+
+
+@pytest.fixture(scope="module")
+def small_store():
+    store, _ = make_feature_store(SyntheticSpec(images=60, dim=64, seed=3))
+    return store
+
+
+# --------------------------------------------------------------------------------------------- knn
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_exact_matches_numpy_brute_force(k):
+    rng = np.random.default_rng(k)
+    x = normalized(rng.standard_normal((400, 16)))
+    idx, sim, info = knn(x, KnnConfig(k=k, method="exact"))
+    assert info["method"] == "exact"
+    assert idx.shape == (400, k) and sim.shape == (400, k)
+    assert not (idx == np.arange(400)[:, None]).any()
+    ref_idx, ref_sim = _brute_knn(x, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(sim, ref_sim, atol=1e-5)
+    assert (np.diff(sim, axis=1) <= 1e-6).all()  # sorted descending
+
+
+def test_auto_is_exact_for_small_inputs():
+    rng = np.random.default_rng(0)
+    x = normalized(rng.random((200, 8)))
+    idx, _, info = knn(x, KnnConfig(method="auto"))
+    assert info["method"] == "exact"
+    np.testing.assert_array_equal(idx, _brute_knn(x, 3)[0])
+
+
+def test_exact_never_returns_self_with_duplicate_rows():
+    """Copies of a row are its neighbours (similarity 1), the row itself never is."""
+    rng = np.random.default_rng(1)
+    x = rng.random((120, 12)).astype(np.float32)
+    big = np.arange(10, 17)  # 7 identical rows: more copies than k + 1, self may not even be retrieved
+    x[big] = x[big[0]]
+    pair = np.array([40, 90])  # two identical rows
+    x[pair[1]] = x[pair[0]]
+    xn = normalized(x)
+    idx, sim, _ = knn(xn, KnnConfig(k=3, method="exact"))
+    assert not (idx == np.arange(120)[:, None]).any()
+    assert (idx >= 0).all()
+    for r in big:
+        assert set(idx[r].tolist()) <= set(big.tolist()) - {r}
+        np.testing.assert_allclose(sim[r], 1.0, atol=1e-5)
+    assert idx[40, 0] == 90 and idx[90, 0] == 40
+    np.testing.assert_allclose(sim[pair, 0], 1.0, atol=1e-5)
+
+
+def test_fewer_rows_than_k_pads_and_excludes_self():
+    x = normalized(np.random.default_rng(2).random((3, 5)))
+    for method in ("exact", "ivf", "hnsw"):
+        idx, sim, info = knn(x, KnnConfig(k=3, method=method))
+        assert info["method"] == "exact"
+        for r in range(3):
+            assert sorted(idx[r, :2].tolist()) == sorted({0, 1, 2} - {r})
+        assert (idx[:, 2] == -1).all() and np.isneginf(sim[:, 2]).all()
+
+
+def test_ivf_never_returns_self_and_recall(clustered):
+    x = clustered
+    n = x.shape[0]
+    idx, sim, info = knn(x, KnnConfig(method="ivf", nlist=32, nprobe=4))
+    assert info["method"] == "ivf" and info["nlist"] == 32 and info["nprobe"] == 4
+    assert not (idx == np.arange(n)[:, None]).any()
+    assert recall_at_k(x, idx, sample=800, k=3) >= 0.9
+    # probing every list is exhaustive (up to fp16 codes, re-ranked exactly): the exact neighbours
+    idx_all, sim_all, info = knn(x, KnnConfig(method="ivf", nlist=32, nprobe=32))
+    assert info["nprobe"] == 32
+    assert not (idx_all == np.arange(n)[:, None]).any()
+    assert recall_at_k(x, idx_all, sample=800, k=3) == 1.0
+    # the similarities reported are exact float32 cosines of the pairs returned
+    ok = idx_all >= 0
+    rows = np.nonzero(ok)[0]
+    np.testing.assert_allclose(sim_all[ok], np.einsum("nd,nd->n", x[rows], x[idx_all[ok]]), atol=1e-5)
+
+
+def test_hnsw_never_returns_self(clustered):
+    x = clustered
+    idx, sim, info = knn(x, KnnConfig(method="hnsw", hnsw_m=16, hnsw_ef=64))
+    assert info["method"] == "hnsw"
+    assert not (idx == np.arange(x.shape[0])[:, None]).any()
+    assert recall_at_k(x, idx, sample=800, k=3) >= 0.9
+    assert (np.diff(sim, axis=1) <= 1e-6).all()
+
+
+def test_recall_at_k_detects_wrong_neighbours():
+    rng = np.random.default_rng(4)
+    x = normalized(rng.standard_normal((300, 10)))
+    exact, _ = _brute_knn(x, 3)
+    assert recall_at_k(x, exact, sample=300, k=3) == 1.0
+    wrong = exact.copy()
+    wrong[:, 0] = (exact[:, 0] + 1) % 300  # the nearest replaced by another row: 2 of 3 found
+    assert recall_at_k(x, wrong, sample=300, k=3) == pytest.approx(2 / 3)
+
+
+# ----------------------------------------------------------------------------------------- weights
+
+
+def test_symmetrise_one_pair_per_undirected_edge():
+    rows = np.array([0, 1, 1, 2, 3, 3, 4, 4, 2])
+    cols = np.array([1, 0, 2, 2, -1, 0, 3, 1, 1])
+    cos = np.array([0.5, 0.6, 0.3, 0.9, 0.4, 0.2, 0.7, 0.1, 0.35])
+    edges, s = symmetrise(rows, cols, cos, n=5)
+    assert edges.dtype.kind == "i" and edges.shape[1] == 2
+    assert (edges[:, 0] < edges[:, 1]).all()  # u < v, so no self pairs
+    keys = [tuple(e) for e in edges.tolist()]
+    assert keys == sorted(set(keys))  # each pair once, sorted
+    got = dict(zip(keys, s.tolist(), strict=True))
+    # (0,1) both directions: larger similarity kept; (1,2) both directions; (2,2) self dropped; -1 dropped
+    assert got == {(0, 1): 0.6, (1, 2): 0.35, (0, 3): 0.2, (3, 4): 0.7, (1, 4): 0.1}
+
+
+def test_symmetrise_random_against_set_reference():
+    rng = np.random.default_rng(5)
+    n, k = 50, 4
+    rows = np.repeat(np.arange(n), k)
+    cols = rng.integers(-1, n, size=n * k)
+    cos = rng.random(n * k)
+    edges, s = symmetrise(rows, cols, cos, n)
+    ref: dict[tuple[int, int], float] = {}
+    for a, b, c in zip(rows.tolist(), cols.tolist(), cos.tolist(), strict=True):
+        if b < 0 or a == b:
+            continue
+        key = (min(a, b), max(a, b))
+        ref[key] = max(ref.get(key, -np.inf), c)
+    assert [tuple(e) for e in edges.tolist()] == sorted(ref)
+    np.testing.assert_allclose(s, [ref[key] for key in sorted(ref)])
+
+
+def test_pair_weights():
+    cos = np.array([-0.5, 0.0, 1e-7, 0.25, 1.0])
+    np.testing.assert_allclose(pair_weights(cos), [0.0, 0.0, 5e-7, 1.25, 5.0])
+    np.testing.assert_allclose(pair_weights(cos, delta=2.0), [0.0, 0.0, 2e-7, 0.5, 2.0])
+
+
+def test_terminal_weights_mask():
+    rng = np.random.default_rng(6)
+    probs = rng.dirichlet(np.ones(5), size=20).astype(np.float32)
+    allowed = rng.random((20, 5)) < 0.4
+    allowed[:, 0] = True
+    t = terminal_weights(probs, allowed)
+    assert t.dtype == np.float32
+    assert (t[~allowed] == 0).all()
+    np.testing.assert_array_equal(t[allowed], probs[allowed])
+    np.testing.assert_array_equal(t[:, 0], probs[:, 0])  # background kept
+
+
+# ------------------------------------------------------------------------------------------- build
+
+
+def test_build_graph_nodes_and_terminals(small_store):
+    store = small_store
+    g, stats = build_graph(store)
+    img = np.asarray(store.proposal_image)
+    expect = np.asarray(store.image_labels, dtype=bool)[img].copy()
+    expect[:, 0] = True
+    np.testing.assert_array_equal(g.allowed, expect)
+    np.testing.assert_array_equal(g.terminal, np.where(expect, store.probs, 0))
+    assert g.terminal[:, 0].min() > 0  # background always connected
+    assert stats["nodes"] == store.num_proposals == g.num_nodes
+    assert stats["edges"] == len(g.edges)
+
+
+def test_build_graph_edges_are_symmetrised_knn_with_delta_cos(small_store):
+    store = small_store
+    g, _ = build_graph(store, GraphConfig(delta=5.0))
+    x = normalized(store.features)
+    n = g.num_nodes
+    e = g.edges
+    assert (e[:, 0] < e[:, 1]).all()
+    assert len({tuple(p) for p in e.tolist()}) == len(e)
+    cos = np.einsum("nd,nd->n", x[e[:, 0]].astype(np.float64), x[e[:, 1]].astype(np.float64))
+    np.testing.assert_allclose(g.weights, 5.0 * cos, rtol=1e-4, atol=1e-5)
+    assert (g.weights > 0).all()
+    # the edge set is exactly {u, v}: v among u's 3 most similar others (or u among v's), cos > 0
+    nn, nn_sim = _brute_knn(x, 3)
+    ref = {(min(u, v), max(u, v)) for u in range(n) for v, s in zip(nn[u], nn_sim[u], strict=True) if s > 0}
+    assert {tuple(p) for p in e.tolist()} == ref
+    # degree >= 3 (each node's own 3 neighbours), unless similarities were non-positive
+    deg = np.bincount(e.ravel(), minlength=n)
+    assert (deg >= (nn_sim > 0).sum(axis=1)).all()
+
+
+def test_build_graph_components_match_scipy(small_store):
+    g, stats = build_graph(small_store, GraphConfig(same_label_pairs=True))
+    n = g.num_nodes
+    adj = coo_matrix((np.ones(len(g.edges)), (g.edges[:, 0], g.edges[:, 1])), shape=(n, n))
+    c, ref = connected_components(adj, directed=False)
+    assert stats["components"] == c == g.num_components
+    np.testing.assert_array_equal(g.component, ref)
+    # ids ordered by smallest node: the first node of component i comes before that of i + 1
+    first = np.array([np.argmax(g.component == i) for i in range(c)])
+    assert (np.diff(first) > 0).all()
+    # every edge lies inside one component, and nodes of one component are connected (scipy agrees)
+    assert (g.component[g.edges[:, 0]] == g.component[g.edges[:, 1]]).all()
+    assert stats["largest_component"] == np.bincount(g.component).max()
+
+
+def test_build_graph_same_label_pairs(small_store):
+    store = small_store
+    g_all, _ = build_graph(store)
+    g_same, stats = build_graph(store, GraphConfig(same_label_pairs=True))
+    img = np.asarray(store.proposal_image)
+    fg = np.asarray(store.image_labels, dtype=bool)[:, 1:]
+    e = g_same.edges
+    assert (fg[img[e[:, 0]]] & fg[img[e[:, 1]]]).any(axis=1).all()
+    assert len(e) <= len(g_all.edges)
+    assert stats["pairs_dropped_no_shared_label"] > 0  # the rule does something on this data
+    # the kept edges are exactly the default graph's pairs whose directed kNN entry survived the rule
+    all_pairs = {tuple(p) for p in g_all.edges.tolist()}
+    assert {tuple(p) for p in e.tolist()} <= all_pairs
+    shared = (fg[img[g_all.edges[:, 0]]] & fg[img[g_all.edges[:, 1]]]).any(axis=1)
+    assert {tuple(p) for p in g_all.edges[shared].tolist()} == {tuple(p) for p in e.tolist()}
