@@ -48,8 +48,12 @@ def format_stats(stats: dict) -> str:
               help="auto: exact up to --exact-max proposals (or on a GPU), IVF above.")
 @click.option("--exact-max", default=30_000, show_default=True, type=click.IntRange(0),
               help="Largest store searched exactly by --knn auto on a CPU.")
-@click.option("--nlist", default=0, type=click.IntRange(0), help="IVF lists (0: 4*sqrt(N)).")
-@click.option("--nprobe", default=0, type=click.IntRange(0), help="IVF lists probed per query (0: nlist/24).")
+@click.option("--nlist", default=0, type=click.IntRange(0), help="IVF lists (0: 2.3*sqrt(N)).")
+@click.option("--nprobe", default=0, type=click.IntRange(0), help="IVF lists probed per query (0: 3*nlist/64).")
+@click.option("--pca-dim", default=384, show_default=True, type=click.IntRange(0),
+              help="IVF: search candidates in this many principal components (0: full dimension).")
+@click.option("--candidates", default=16, show_default=True, type=click.IntRange(2),
+              help="IVF/HNSW: approximate candidates per proposal, re-ranked by exact cosine.")
 @click.option("--recall-sample", default=0, show_default=True, type=click.IntRange(0),
               help="Measure recall@k against exact search on this many random queries and print it.")
 @click.option("--same-label-pairs", is_flag=True,
@@ -57,7 +61,8 @@ def format_stats(stats: dict) -> str:
 @click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max: int, nlist: int,
-            nprobe: int, recall_sample: int, same_label_pairs: bool, seed: int, overwrite: bool) -> None:
+            nprobe: int, pca_dim: int, candidates: int, recall_sample: int, same_label_pairs: bool, seed: int,
+            overwrite: bool) -> None:
     """Build the kNN graph of all proposals with the classes as terminals, and its components.
 
     STORE is a feature store directory (docs/FORMATS.md). Writes GRAPH/ with terminal weights (p masked
@@ -65,7 +70,8 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
     """
     t0 = time.perf_counter()
     cfg = GraphConfig(knn=KnnConfig(k=k, method=method, exact_max=exact_max, nlist=nlist, nprobe=nprobe,
-                                    seed=seed), delta=delta, same_label_pairs=same_label_pairs)
+                                    pca_dim=pca_dim, candidates=candidates, seed=seed),
+                      delta=delta, same_label_pairs=same_label_pairs)
     check_output(out, overwrite=True)  # parent folder must exist
     source = {"feature_store": str(Path(store).resolve()), "fingerprint": fingerprint(store)
               if Path(store).is_dir() else None}
