@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liid.atomic import atomic_dir, load_npy, read_json, write_json
+from liid.atomic import atomic_dir, load_npy, read_header, write_json
 from liid.errors import LiidError
 
 FORMAT = "liid.feature_store"
@@ -102,15 +102,7 @@ def validate(store: FeatureStore) -> None:
 def read_feature_store(path: str | os.PathLike, mmap: bool = True) -> FeatureStore:
     """Read and validate a feature store directory."""
     path = Path(path)
-    if not path.is_dir():
-        raise LiidError(f"{path}: feature store directory not found")
-    meta = read_json(path / "store.json")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        raise LiidError(f"{path}/store.json: not a feature store (format {fmt!r})")
-    if not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > VERSION:
-        raise LiidError(f"{path}/store.json: version {meta['version']!r} is not one this toolkit reads "
-                        f"(<= {VERSION})")
+    meta = read_header(path, "store.json", FORMAT, VERSION, "feature store")
     for key in ("classes", "images"):
         if not isinstance(meta.get(key), list):
             raise LiidError(f"{path}/store.json: missing list {key!r}")

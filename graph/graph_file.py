@@ -10,7 +10,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from liid.atomic import atomic_dir, load_npy, read_json, write_json
+from liid.atomic import atomic_dir, load_npy, read_header, write_json
 from liid.errors import LiidError
 
 FORMAT = "liid.graph"
@@ -101,15 +101,7 @@ def save_graph(path: str | os.PathLike, g: CutGraph, overwrite: bool = False) ->
 def load_graph(path: str | os.PathLike) -> CutGraph:
     """Read and validate a graph directory."""
     path = Path(path)
-    if not path.is_dir():
-        raise LiidError(f"{path}: graph directory not found")
-    meta = read_json(path / "graph.json")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        raise LiidError(f"{path}/graph.json: not a graph (format {fmt!r})")
-    if not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > VERSION:
-        raise LiidError(f"{path}/graph.json: version {meta['version']!r} is not one this toolkit reads "
-                        f"(<= {VERSION})")
+    meta = read_header(path, "graph.json", FORMAT, VERSION, "graph")
     if not isinstance(meta.get("classes"), list) or not isinstance(meta.get("offset", 0.0), (int, float)) \
             or not isinstance(meta.get("components", 0), int):
         raise LiidError(f"{path}/graph.json: needs a list 'classes', a number 'offset' and an integer "

@@ -97,3 +97,18 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise LiidError(f"{path}: truncated or corrupt .npy file ({e})") from None
+
+
+def read_header(folder: Path, name: str, fmt: str, version: int, what: str) -> dict:
+    """Read ``folder/name`` (a stage's JSON header) and check its ``format`` and ``version``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LiidError(f"{folder}: {what} directory not found")
+    meta = read_json(folder / name)
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise LiidError(f"{folder}/{name}: not a {what} (format {found!r})")
+    v = meta.get("version", 0)
+    if not isinstance(v, int) or v > version:
+        raise LiidError(f"{folder}/{name}: version {v!r} is not one this toolkit reads (<= {version})")
+    return meta

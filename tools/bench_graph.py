@@ -150,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
         "knn": info, "knn_seconds": round(knn_seconds, 2), "build_seconds": round(build_seconds, 2),
         "solve_seconds": round(solve_seconds, 2), "solve_serial_seconds": round(solve_serial_seconds, 2),
         "workers": a.workers, "peak_rss_gb": round(peak_rss_gb(), 3),
-        "peak_rss_workers_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 3),
         "recall_at_3": round(recall, 4), "components": int(sizes.size), "largest_component": int(sizes.max()),
         "components_over_1000": int((sizes > 1000).sum()),
         "nodes_in_components_over_1000_pct": round(100.0 * sizes[sizes > 1000].sum() / g.num_nodes, 1),
