@@ -16,12 +16,16 @@ def unary_cost(terminal: np.ndarray) -> np.ndarray:
     return t.sum(axis=1, keepdims=True) - t
 
 
-def potts_energy(terminal: np.ndarray, edges: np.ndarray, weights: np.ndarray, labels: np.ndarray,
-                 offset: float = 0.0) -> float:
-    """Cut value of a labeling: terminal edges cut + proposal edges cut + constant offset."""
+def labeling_cost(cost: np.ndarray, edges: np.ndarray, weights: np.ndarray, labels: np.ndarray) -> float:
+    """Cut value of a labeling from per-label costs (``unary_cost``): unary part + separated pairs."""
     labels = np.asarray(labels, dtype=np.int64)
-    cost = unary_cost(terminal)
     unary = cost[np.arange(labels.shape[0]), labels].sum()
     cut = np.asarray(weights, dtype=np.float64)[labels[edges[:, 0]] != labels[edges[:, 1]]].sum() \
         if len(edges) else 0.0
-    return float(unary + cut + offset)
+    return float(unary + cut)
+
+
+def potts_energy(terminal: np.ndarray, edges: np.ndarray, weights: np.ndarray, labels: np.ndarray,
+                 offset: float = 0.0) -> float:
+    """Cut value of a labeling: terminal edges cut + proposal edges cut + constant offset."""
+    return labeling_cost(unary_cost(terminal), edges, weights, labels) + float(offset)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import maxflow
 import numpy as np
 
-from graph.energy import unary_cost
+from graph.energy import labeling_cost, unary_cost
 
 _EPS = 1e-12
 
@@ -91,12 +91,8 @@ def alpha_expansion(terminal: np.ndarray, allowed: np.ndarray, edges: np.ndarray
     w = np.asarray(weights, dtype=np.float64)
     u, v = edges[:, 0], edges[:, 1]
     n = lab.shape[0]
-    idx = np.arange(n)
 
-    def energy(lb: np.ndarray) -> float:
-        return float(cost[idx, lb].sum() + w[lb[u] != lb[v]].sum())
-
-    best = energy(lab)
+    best = labeling_cost(cost, edges, w, lab)
     for _ in range(max_sweeps):
         improved = False
         for alpha in np.nonzero(allowed.any(axis=0))[0]:
@@ -118,7 +114,7 @@ def alpha_expansion(terminal: np.ndarray, allowed: np.ndarray, edges: np.ndarray
             y = minimize_binary(u0, u1, pe, wb * (lab[u[both]] != lab[v[both]]), wb, wb, np.zeros_like(wb))
             cand = lab.copy()
             cand[np.nonzero(var)[0][y]] = alpha
-            e = energy(cand)
+            e = labeling_cost(cost, edges, w, cand)
             if e < best - _EPS * (1 + abs(best)):
                 lab, best, improved = cand, e, True
         if not improved:

@@ -20,7 +20,7 @@ import numpy as np
 
 from graph import highs_backend
 from graph.ckr import ckr_lp
-from graph.energy import unary_cost
+from graph.energy import labeling_cost, unary_cost
 from graph.maxflow_moves import alpha_expansion, binary_cut, binary_structure
 
 CERT_TOL = 1e-6  # relative tolerance of "objective == lower bound"
@@ -77,10 +77,6 @@ def _backend(name: str):
     raise ValueError(f"unknown solver {name!r}")
 
 
-def _energy(cost: np.ndarray, edges: np.ndarray, w: np.ndarray, lab: np.ndarray) -> float:
-    return float(cost[np.arange(lab.shape[0]), lab].sum() + w[lab[edges[:, 0]] != lab[edges[:, 1]]].sum())
-
-
 def _record(cid, n, m, L, method, lp, lb, obj, secs) -> ComponentRecord:
     lb = max(lb, lp) if lp is not None else lb
     gap = obj - lb
@@ -106,21 +102,21 @@ def solve_single(cid: int, terminal, allowed, edges, weights, cfg: SolveConfig,
         lab = alpha_expansion(terminal, allowed, edges, weights, masked.argmin(axis=1))
         lb = float(masked.min(axis=1).sum())  # pair weights are >= 0
         return lab, _record(cid, n, m, L, "alpha-expansion (LP time limit)", None, lb,
-                            _energy(cost, edges, weights, lab), time.perf_counter() - t0)
+                            labeling_cost(cost, edges, weights, lab), time.perf_counter() - t0)
     lp_value = res.objective
     lab = lp.labels(res.x, n)
     if lp.is_integral(res.x).all():
-        return lab, _record(cid, n, m, L, "lp", lp_value, lp_value, _energy(cost, edges, weights, lab),
+        return lab, _record(cid, n, m, L, "lp", lp_value, lp_value, labeling_cost(cost, edges, weights, lab),
                             time.perf_counter() - t0)
     mip = solve_fn(lp, integer=True, time_limit=cfg.time_limit, **kwargs)
     if mip.status == "optimal":
         lab = lp.labels(mip.x, n)
         return lab, _record(cid, n, m, L, "lp+branch-and-bound", lp_value, mip.bound,
-                            _energy(cost, edges, weights, lab), time.perf_counter() - t0)
+                            labeling_cost(cost, edges, weights, lab), time.perf_counter() - t0)
     cands = [alpha_expansion(terminal, allowed, edges, weights, lab)]  # rounded LP, polished
     if mip.x is not None:
         cands.append(alpha_expansion(terminal, allowed, edges, weights, lp.labels(mip.x, n)))
-    energies = [_energy(cost, edges, weights, c) for c in cands]
+    energies = [labeling_cost(cost, edges, weights, c) for c in cands]
     best = int(np.argmin(energies))
     lb = mip.bound if np.isfinite(mip.bound) else lp_value
     method = "lp rounding + alpha-expansion" if best == 0 else "branch-and-bound incumbent + alpha-expansion"
@@ -160,7 +156,7 @@ def solve_task(task: Task, cfg: SolveConfig) -> tuple[np.ndarray, list[Component
             lab = masked[nodes].argmin(axis=1)
             labels[nodes] = lab
             _, le, lw = local(b)
-            obj = _energy(cost[nodes], le, lw, lab)
+            obj = labeling_cost(cost[nodes], le, lw, lab)
             records[b] = _record(task.comp_ids[b], nodes.shape[0], le.shape[0], L, "trivial", obj, obj, obj,
                                  time.perf_counter() - t0)
         elif cfg.maxflow and binary_structure(al) is not None:
@@ -174,7 +170,7 @@ def solve_task(task: Task, cfg: SolveConfig) -> tuple[np.ndarray, list[Component
         c, other = binary_structure(task.allowed[nodes])
         lab = binary_cut(task.terminal[nodes], c, other, le, lw)
         labels[nodes] = lab
-        obj = _energy(cost[nodes], le, lw, lab)
+        obj = labeling_cost(cost[nodes], le, lw, lab)
         records[b] = _record(task.comp_ids[b], nodes.shape[0], le.shape[0],
                              int(task.allowed[nodes].any(axis=0).sum()), "maxflow", obj, obj, obj,
                              time.perf_counter() - t0)
@@ -204,7 +200,7 @@ def solve_task(task: Task, cfg: SolveConfig) -> tuple[np.ndarray, list[Component
             nodes, le, lw = local(b)
             if res is not None and res.status == "optimal" and not frac_blocks[i]:
                 lab = joint_labels[remap[nodes]]
-                obj = _energy(cost[nodes], le, lw, lab)
+                obj = labeling_cost(cost[nodes], le, lw, lab)
                 labels[nodes] = lab
                 records[b] = _record(task.comp_ids[b], nodes.shape[0], le.shape[0],
                                      int(task.allowed[nodes].any(axis=0).sum()), "lp", float(values[i]),
