@@ -56,6 +56,17 @@ def _coco_rle(rle: dict) -> dict:
     return {"size": list(rle["size"]), "counts": counts}
 
 
+def rle_areas(rles: Sequence[dict]) -> np.ndarray:
+    """Pixel counts of COCO RLEs, int64 [n].
+
+    Chunked by 255: pycocotools 2.0.11 ``mask.area`` overflows a uint8 for lists of more than 255 RLEs under
+    NumPy 2 ("Python integer 256 out of bounds for uint8").
+    """
+    coco = [_coco_rle(r) for r in rles]
+    parts = [np.asarray(mask_util.area(coco[i:i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(coco), 255)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def masks_to_proposals(masks: np.ndarray, scores: np.ndarray) -> ImageProposals:
     """Proposals from bool masks [M, H, W] and scores [M]: COCO RLEs and XYXY (exclusive) boxes.
 
