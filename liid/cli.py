@@ -37,11 +37,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from liid.commands import build_graph, export, solve_cut
+    from liid.commands import build_graph, export, make_synthetic, solve_cut
 
     main.add_command(build_graph.command)
     main.add_command(solve_cut.command)
     main.add_command(export.command)
+    main.add_command(make_synthetic.command)
 
 
 _register()
