@@ -43,6 +43,11 @@ def _register() -> None:
     main.add_command(solve_cut.command)
     main.add_command(export.command)
     main.add_command(make_synthetic.command)
+    from liid.commands import filter_proposals, proposals
+    main.add_command(proposals.command)
+    main.add_command(filter_proposals.command)
+    from liid.commands import eval_proposals
+    main.add_command(eval_proposals.command)
 
 
 _register()

@@ -201,12 +201,16 @@ def read_image_proposals(store_path: str | os.PathLike, image_entry: dict) -> Im
 
 
 def write_proposal_store(path: str | os.PathLike, images_meta: Sequence[dict],
-                         per_image_proposals: Iterable[ImageProposals], overwrite: bool = False) -> Path:
+                         per_image_proposals: Iterable[ImageProposals], overwrite: bool = False,
+                         meta: dict | None = None) -> Path:
     """Write a proposal store atomically.
 
     ``images_meta``: one dict per image, ``{"id": str, "file_name": str, "height": int, "width": int}``
     plus an optional integer ``"coco_id"``. ``per_image_proposals`` yields one ``ImageProposals`` per
     entry of ``images_meta``, in the same order (a generator is fine: images are written one at a time).
+    ``meta`` (JSON-serialisable: how the store was made) is kept under ``"meta"`` in ``index.json``;
+    readers of the store ignore it. It is serialised after the last image is written, so the generator may
+    fill in counts as it goes.
     """
     path = Path(path)
     entries = []
@@ -244,5 +248,18 @@ def write_proposal_store(path: str | os.PathLike, images_meta: Sequence[dict],
                 json.dump(obj, f, separators=(",", ":"))
         if next(it, None) is not None:
             raise LiidError(f"{path}: more proposal lists than the {len(entries)} images in images_meta")
-        write_json(tmp / "index.json", {"format": FORMAT, "version": VERSION, "images": entries})
+        index = {"format": FORMAT, "version": VERSION, "images": entries}
+        if meta is not None:
+            index["meta"] = meta
+        write_json(tmp / "index.json", index)
     return path
+
+
+def read_proposal_meta(path: str | os.PathLike) -> dict:
+    """The ``"meta"`` object of a store's ``index.json`` (how it was made), or ``{}`` when it has none."""
+    where = Path(path) / "index.json"
+    index = read_json(where)
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise LiidError(f"{where}: not a proposal store")
+    meta = index.get("meta")
+    return meta if isinstance(meta, dict) else {}
