@@ -15,8 +15,9 @@ $(STAMP): requirements.lock pyproject.toml tools/repair_torchvision.py
 	$(BIN)/python tools/repair_torchvision.py
 	touch $(STAMP)
 
+# synthetic dataset -> proposals -> proposal evaluation -> graph + cut demo (tools/demo.py); reruns skip done stages
 demo: $(STAMP)
-	$(BIN)/python tools/demo_graph.py --out demo_out
+	$(BIN)/python tools/demo.py --out demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

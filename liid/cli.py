@@ -29,7 +29,12 @@ def main() -> None:
     """LIID: image-level labels to instance segmentation training data.
 
     \b
-    Pipeline (each stage a folder on disk):
+    Pipeline (each stage a folder on disk; DATASET: VOC root, COCO JSON or image folder):
+      liid make-synthetic --out DATA         the embedded default dataset (shapes with exact masks)
+      liid proposals DATASET --out P         segment proposals: selective search or MCG/PRM/COCO import
+      liid filter-proposals P --out P2       area limits, near-duplicate removal, top N per image
+      liid eval-proposals DATASET P          ABO / MABO / recall of proposals against ground truth
+      (MIL network: proposals -> feature STORE, a later issue)
       liid build-graph STORE --out GRAPH     kNN graph of all proposals + class terminals
       liid solve-cut --graph GRAPH --out CUT exact multiway cut: a label (or noise) per proposal
       liid export CUT --proposals P --out X  COCO instances JSON + VOC-palette PNGs
