@@ -53,6 +53,8 @@ def _register() -> None:
     main.add_command(filter_proposals.command)
     from liid.commands import eval_proposals
     main.add_command(eval_proposals.command)
+    from liid.commands import train_cls
+    main.add_command(train_cls.command)
 
 
 _register()

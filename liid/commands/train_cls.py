@@ -1,0 +1,66 @@
+"""``liid train-cls DATASET --out DIR``: train the multi-label classifier whose CAMs give L_Att's pseudo labels.
+
+A thin command over ``liid.training.train_cls.train_classifier``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from liid.datasets import open_dataset
+from liid.errors import LiidError
+from liid.models import BACKBONES
+from liid.training.train_cls import TrainClsConfig, train_classifier
+
+_D = TrainClsConfig()
+
+
+@click.command("train-cls")
+@click.argument("dataset")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Training folder to write.")
+@click.option("--split", default=None, help="VOC roots: the image set (e.g. train, train_aug).")
+@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
+              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES))
+@click.option("--weights", default=None, type=click.Path(path_type=Path),
+              help="Backbone weights file (torchvision ResNet state dict or a LIID checkpoint). Default: the "
+              "ImageNet file in the torch hub cache (<torch hub dir>/checkpoints/resnet50-0676ba61.pth or "
+              "resnet18-f37072fd.pth).")
+@click.option("--from-scratch", is_flag=True, help="Random init instead of ImageNet weights (BatchNorm trained).")
+@click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=_D.lr, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="SGD learning rate of the first half of the epochs; a tenth of it after.")
+@click.option("--batch-size", default=_D.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--size", default=_D.size, show_default=True, type=click.IntRange(32, 4096),
+              help="Square input size in pixels (448 as in the reference code; 128-224 are enough for quick CPU "
+              "runs on small images).")
+@click.option("--seed", default=_D.seed, show_default=True, type=click.IntRange(0))
+@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
+              help="Data loader processes (0: load in the main process).")
+@click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.pt with the same settings.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing training folder.")
+def command(dataset: str, out: Path, split: str | None, images_dir: Path | None, backbone: str,
+            weights: Path | None, from_scratch: bool, epochs: int, lr: float, batch_size: int, size: int,
+            seed: int, device: str | None, workers: int, resume: bool, overwrite: bool) -> None:
+    """Train the multi-label CAM classifier on DATASET's image labels; write DIR/checkpoint.pt, log.jsonl,
+    loss.png and train.json.
+
+    SGD (momentum 0.9, weight decay 1e-4), --lr divided by 10 after half the epochs; a checkpoint after
+    every epoch, so an interrupted run continues with --resume. Deterministic on CPU for a given --seed.
+    """
+    if weights is not None and from_scratch:
+        raise LiidError("--weights and --from-scratch exclude each other")
+    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
+    ds = open_dataset(dataset, **kwargs)
+    config = TrainClsConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
+                            epochs=epochs, lr=lr, batch_size=batch_size, size=size, seed=seed, device=device,
+                            workers=workers)
+    rec = train_classifier(ds, out, config, resume=resume, overwrite=overwrite, echo=click.echo)
+    f = rec["final"]
+    spe = f["seconds_per_epoch"]
+    click.echo(f"{out}: {rec['images']} images, {epochs} epochs, final loss {f['loss']:.4f}, train mAP "
+               f"{f['train_map']:.3f}, label accuracy {f['train_label_accuracy']:.3f}"
+               + (f", {spe:.1f} s/epoch" if spe is not None else ""))

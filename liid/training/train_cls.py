@@ -1,0 +1,225 @@
+"""Training of the multi-label CAM classifier (section 4.2.1): the loop behind ``liid train-cls``.
+
+SGD (momentum 0.9, weight decay 1e-4), learning rate divided by 10 for the second half of the epochs,
+multilabel soft-margin loss on the foreground labels. Output folder::
+
+    DIR/checkpoint.pt   model + optimizer after the last finished epoch (atomic, every epoch)
+    DIR/log.jsonl       one {"type": "step"} record per batch and one {"type": "epoch"} record per epoch
+    DIR/loss.png        the loss curve
+    DIR/train.json      settings, dataset, per-epoch seconds and the final numbers (train mAP, accuracy)
+
+Deterministic on CPU for a given seed: the init comes from ``torch.manual_seed(seed)``, the epoch's order
+from a loader generator seeded with (seed, epoch), the flips from (seed, epoch, index). Nothing else draws
+random numbers (ResNets have no dropout), so ``resume`` from an epoch boundary reproduces the uninterrupted
+run's losses exactly. CUDA runs are not bit-reproducible (cuDNN picks algorithms).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from liid.atomic import read_json, write_json
+from liid.datasets.base import Dataset
+from liid.errors import LiidError
+from liid.losses import multilabel_loss
+from liid.models import MultiLabelClassifier, build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.training.data import ClassificationData
+from liid.training.log import plot_losses, read_log, write_log
+
+FORMAT = "liid-train-cls"
+VERSION = 1
+CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
+_OURS = {CHECKPOINT, LOG, PLOT, RECORD}
+
+
+@dataclass(frozen=True)
+class TrainClsConfig:
+    """Settings of a run; all but ``device`` and ``workers`` must match to resume."""
+
+    backbone: str = "resnet50"
+    weights: str | None = None  # a file; None = torchvision's ImageNet file in the torch hub cache
+    from_scratch: bool = False
+    epochs: int = 5
+    lr: float = 0.01
+    batch_size: int = 8
+    size: int = 448
+    seed: int = 0
+    device: str | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.size < 32 or self.workers < 0:
+            raise LiidError(f"bad settings: epochs {self.epochs}, batch size {self.batch_size}, size {self.size}, "
+                            f"workers {self.workers}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LiidError(f"--lr {self.lr}: must be a positive number")
+
+    @property
+    def freeze_bn(self) -> bool:
+        """BatchNorm is frozen on pretrained trunks (small batches give useless statistics, as in IRNet) and
+        trained from scratch (random BN statistics mean nothing)."""
+        return not self.from_scratch
+
+    def resumable(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}
+
+
+def epoch_lr(config: TrainClsConfig, epoch: int) -> float:
+    """lr of 0-based ``epoch``: the base lr for the first half (rounded up), a tenth of it after."""
+    return config.lr if epoch < math.ceil(config.epochs / 2) else config.lr / 10
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over classes with a positive of the non-interpolated AP (VOC 2010+ style); nan when none has one."""
+    aps = []
+    for k in range(targets.shape[1]):
+        t = targets[:, k] > 0.5
+        if not t.any():
+            continue
+        order = np.argsort(-scores[:, k], kind="stable")
+        hits = t[order]
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float(precision[hits].mean()))
+    return float(np.mean(aps)) if aps else math.nan
+
+
+@torch.no_grad()
+def evaluate(model: MultiLabelClassifier, data: ClassificationData, device: torch.device,
+             batch_size: int) -> dict:
+    """Train-set numbers in eval mode, unflipped: mAP over classes and per-label accuracy at p = 0.5."""
+    was_train, data.train = data.train, False
+    model.eval()
+    try:
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+        scores = torch.cat([torch.sigmoid(model(x.to(device))).cpu() for x, _, _ in loader]).numpy()
+    finally:
+        data.train = was_train
+        model.train()
+    targets = data.targets.numpy()
+    return {"train_map": average_precision(scores, targets),
+            "train_label_accuracy": float(((scores > 0.5) == (targets > 0.5)).mean()),
+            "train_exact_match": float(((scores > 0.5) == (targets > 0.5)).all(axis=1).mean())}
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Check/clear the output folder; True when a checkpoint is there to resume from."""
+    if resume and overwrite:
+        raise LiidError("--resume and --overwrite exclude each other")
+    if not out.parent.is_dir():
+        raise LiidError(f"{out.parent}: folder does not exist")
+    if out.exists() and not out.is_dir():
+        raise LiidError(f"{out}: exists and is not a folder")
+    if not out.exists():
+        return False
+    entries = [p.name for p in out.iterdir()]
+    if resume:
+        return (out / CHECKPOINT).is_file()
+    if not entries:
+        return False
+    if not overwrite:
+        raise LiidError(f"{out}: output exists; pass --resume to continue it or --overwrite to replace it")
+    foreign = [n for n in entries if n not in _OURS and ".tmp-" not in n]
+    if foreign:
+        raise LiidError(f"{out}: not a train-cls folder (holds {foreign[0]!r}); refusing to delete it")
+    shutil.rmtree(out)
+    return False
+
+
+def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, resume: bool = False,
+                     overwrite: bool = False, progress: bool = True,
+                     echo: Callable[[str], None] = print) -> dict:
+    """Train (or resume) the classifier on ``dataset`` into ``out``; returns the train.json record.
+
+    Everything is validated (labels, weights, device, resume checkpoint) before the folder is touched.
+    """
+    out = Path(out)
+    device = pick_device(config.device)
+    data = ClassificationData(dataset, config.size, train=True, seed=config.seed)
+    torch.manual_seed(config.seed)
+    trunk, channels = build_backbone(config.backbone, weights=config.weights or "imagenet",
+                                     from_scratch=config.from_scratch, freeze_bn=config.freeze_bn)
+    model = MultiLabelClassifier(trunk, channels, dataset.num_classes)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    has_ckpt = prepare_out(out, resume, overwrite)
+    start, records, seconds = 0, [], []
+    if has_ckpt:
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count, backbone, optimizer checked
+        want = config.resumable()
+        got = meta.get("config", {})
+        diff = sorted(k for k in want if got.get(k) != want[k])
+        if diff:
+            k = diff[0]
+            raise LiidError(f"{out / CHECKPOINT}: made with other settings ({k}: {got.get(k)!r} there, "
+                            f"{want[k]!r} now); use the same settings to resume, or --overwrite")
+        start = int(meta["epoch"])
+        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
+        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
+    elif resume:
+        echo(f"{out}: no checkpoint to resume from; starting from scratch")
+    out.mkdir(exist_ok=True)
+    model.to(device)
+    model.train()
+    meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
+            "config": config.resumable(), "dataset": dataset.describe(), "size": config.size}
+    record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
+              "dataset": dataset.describe(), "device": str(device), "images": len(data)}
+    for epoch in range(start, config.epochs):
+        lr = epoch_lr(config, epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        data.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
+                                             num_workers=config.workers)
+        t0, total, count = time.perf_counter(), 0.0, 0
+        bar = tqdm(loader, desc=f"train-cls {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=None if progress else True, leave=False)
+        for step, (x, y, _) in enumerate(bar):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = multilabel_loss(model(x), y)
+            if not torch.isfinite(loss):
+                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.item())
+            total, count = total + value * len(x), count + len(x)
+            records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, "lr": lr})
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        seconds.append(time.perf_counter() - t0)
+        records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
+                        "seconds": seconds[-1]})
+        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
+        write_log(out / LOG, records)
+        plot_losses(out / PLOT, records)
+        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
+        echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
+    if not (out / CHECKPOINT).exists():
+        raise LiidError(f"{out}: no checkpoint written")  # cannot happen: epochs >= 1
+    if start >= config.epochs:
+        echo(f"{out}: already trained for {config.epochs} epochs; recomputing the final numbers")
+        plot_losses(out / PLOT, records)
+    final = evaluate(model, data, device, config.batch_size)
+    epoch_losses = [r["loss"] for r in records if r.get("type") == "epoch"]
+    final.update({"loss": epoch_losses[-1] if epoch_losses else None,
+                  "seconds_per_epoch": float(np.mean(seconds)) if seconds else None})
+    record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds, "final": final}
+    write_json(out / RECORD, record)
+    return record
+
+
+def read_record(out: str | Path) -> dict:
+    """A finished or running folder's train.json."""
+    return read_json(Path(out) / RECORD)
