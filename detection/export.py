@@ -16,6 +16,7 @@ output directory atomically; the ``liid export`` command only resolves paths and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -102,10 +103,15 @@ def paint_semantic(height: int, width: int, masks: np.ndarray, labels: np.ndarra
     return sem
 
 
+@functools.cache
+def _palette_list() -> tuple[int, ...]:
+    return tuple(voc_palette().reshape(-1).tolist())
+
+
 def write_palette_png(path: str | os.PathLike, sem: np.ndarray) -> None:
-    """Write a uint8 class map as a palette ("P") PNG with the VOC color map."""
+    """Write a uint8 class map as a palette ("P") PNG with the VOC color map (computed once per process)."""
     img = Image.fromarray(np.ascontiguousarray(sem, dtype=np.uint8))
-    img.putpalette(voc_palette().reshape(-1).tolist())  # an "L" image becomes "P"
+    img.putpalette(list(_palette_list()))  # an "L" image becomes "P"
     img.save(path, format="PNG")
 
 

@@ -30,7 +30,9 @@ from pycocotools import mask as mask_util
 from scipy import ndimage
 
 from liid.errors import LiidError
-from proposals.store import ImageProposals, rle_areas
+from proposals.importers._common import label_rles as _label_map_rles
+from proposals.importers._common import runs_to_rles
+from proposals.store import ImageProposals, rle_areas, rles_to_proposals
 
 COLOUR_SPACES = {"hsv": cv2.COLOR_RGB2HSV, "lab": cv2.COLOR_RGB2LAB, "rgb": None, "ycrcb": cv2.COLOR_RGB2YCrCb}
 COLOUR_BINS = 25  # per channel, as in the paper
@@ -125,29 +127,14 @@ def neighbour_pairs(labels: np.ndarray) -> np.ndarray:
 
 
 def label_rles(labels: np.ndarray, n: int) -> list[dict]:
-    """One COCO RLE per label of an int map [H, W], built from its runs in column-major order (no dense
-    per-label masks are ever made)."""
+    """One canonical COCO RLE per label 0..n-1 of an int map [H, W] (an absent label gets an empty mask),
+    from the label map's runs (``proposals.importers._common.label_rles``): no dense per-label masks."""
     h, w = labels.shape
-    flat = np.asarray(labels).T.reshape(-1)  # COCO RLEs run down the columns
-    cut = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    starts = np.concatenate([[0], cut])
-    ends = np.concatenate([cut, [flat.size]])
-    vals = flat[starts]
-    order = np.argsort(vals, kind="stable")
-    bounds = np.searchsorted(vals[order], np.arange(n + 1))
-    out = []
-    for lab in range(n):
-        idx = order[bounds[lab]:bounds[lab + 1]]
-        s, e = starts[idx], ends[idx]
-        counts = np.empty(2 * len(s) + 1, dtype=np.int64)
-        counts[0] = s[0] if len(s) else flat.size
-        if len(s):
-            counts[1:-1:2] = e - s
-            counts[2:-1:2] = s[1:] - e[:-1]
-            counts[-1] = flat.size - e[-1]
-            if counts[-1] == 0:
-                counts = counts[:-1]  # no trailing empty run: the canonical form, so equal masks compare equal
-        out.append(mask_util.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w))
+    values, rles = _label_map_rles(labels)
+    out = runs_to_rles([(np.zeros(0, np.int64), np.zeros(0, np.int64))], h, w) * n if n else []
+    for v, r in zip(values, rles, strict=True):
+        if 0 <= v < n:
+            out[int(v)] = r
     return out
 
 
@@ -335,15 +322,4 @@ def selective_search(rgb: np.ndarray, config: SelectiveSearchConfig = SelectiveS
     order = order[: config.max_proposals]
     rles = [entries[int(i)][2] for i in order]
     scores = ((len(entries) - np.arange(len(order))) / max(len(entries), 1)).astype(np.float32)
-    return proposals_from_rles(rles, scores, h, w)
-
-
-def proposals_from_rles(rles: list[dict], scores: np.ndarray, height: int, width: int) -> ImageProposals:
-    """ImageProposals from pycocotools RLEs (bytes counts): XYXY exclusive boxes, str counts."""
-    if not rles:
-        return ImageProposals(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [], height, width)
-    xywh = mask_util.toBbox(rles).astype(np.float64).reshape(-1, 4)
-    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
-    out = [{"size": [height, width], "counts": r["counts"].decode("ascii") if isinstance(r["counts"], bytes)
-            else r["counts"]} for r in rles]
-    return ImageProposals(boxes, np.asarray(scores, np.float32), out, height, width)
+    return rles_to_proposals(rles, scores, h, w)

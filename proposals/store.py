@@ -83,10 +83,20 @@ def masks_to_proposals(masks: np.ndarray, scores: np.ndarray) -> ImageProposals:
     if m == 0:
         return ImageProposals(np.zeros((0, 4), np.float32), scores, [], h, w)
     encoded = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    xywh = mask_util.toBbox(encoded).astype(np.float64).reshape(m, 4)
+    return rles_to_proposals(encoded, scores, h, w)
+
+
+def rles_to_proposals(rles: Sequence[dict], scores: np.ndarray, height: int, width: int) -> ImageProposals:
+    """Proposals from pycocotools RLEs (``counts`` bytes or str): XYXY (exclusive) boxes from ``toBbox``,
+    ``counts`` stored as str."""
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    coco = [_coco_rle(r) for r in rles]
+    if not coco:
+        return ImageProposals(np.zeros((0, 4), np.float32), scores, [], height, width)
+    xywh = mask_util.toBbox(coco).astype(np.float64).reshape(len(coco), 4)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
-    rles = [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in encoded]
-    return ImageProposals(boxes, scores, rles, h, w)
+    out = [{"size": [height, width], "counts": r["counts"].decode("ascii")} for r in coco]
+    return ImageProposals(boxes, scores, out, height, width)
 
 
 def _positive_int(v) -> bool:

@@ -36,7 +36,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
-from detection.export import voc_palette
+from detection.export import voc_palette, write_palette_png  # noqa: F401 (re-exported)
 from liid.atomic import atomic_dir, write_json
 from liid.errors import LiidError
 
@@ -50,7 +50,6 @@ MIN_VISIBLE_FRACTION = 0.3  # of the instance's full (unoccluded, unclipped) are
 MIN_VISIBLE_PIXELS = 40
 TRIES = 40  # placements tried per instance before it is dropped
 JPEG_QUALITY = 95
-_PALETTE = voc_palette().reshape(-1).tolist()
 PREVIEW_IMAGES = 16
 
 
@@ -438,14 +437,6 @@ def generate_image(seed: int, index: int, config: SyntheticConfig = SyntheticCon
 
 
 # --------------------------------------------------------------------------------------------- writing
-
-
-def write_palette_png(path: str | os.PathLike, index_map: np.ndarray) -> None:
-    """A uint8 index map as a VOC-palette PNG (``detection.export.write_palette_png`` with the palette
-    computed once: the same bytes, faster)."""
-    img = Image.fromarray(np.ascontiguousarray(index_map, dtype=np.uint8))
-    img.putpalette(_PALETTE)
-    img.save(path, format="PNG")
 
 
 def image_id(index: int) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.store import ImageProposals, validate_image_proposals
+from proposals.store import ImageProposals, rles_to_proposals, validate_image_proposals
 
 
 def check_image_size(height: int, width: int, where: str) -> tuple[int, int]:
@@ -132,14 +132,6 @@ def check_rle_counts(counts: np.ndarray | None, height: int, width: int) -> str 
 
 def finish(rles: list[dict], scores: np.ndarray, height: int, width: int, where: str) -> ImageProposals:
     """ImageProposals from pycocotools RLEs (``counts`` bytes): boxes from ``toBbox`` (x2/y2 exclusive)."""
-    m = len(rles)
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    if m:
-        xywh = mask_util.toBbox(rles).astype(np.float64).reshape(m, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
-    else:
-        boxes = np.zeros((0, 4), dtype=np.float32)
-    out = [{"size": [height, width], "counts": r["counts"].decode("ascii")} for r in rles]
-    props = ImageProposals(boxes, scores, out, height, width)
+    props = rles_to_proposals(rles, scores, height, width)
     validate_image_proposals(props, where)
     return props
