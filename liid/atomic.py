@@ -66,11 +66,14 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = False, mode: str = "w
         raise
 
 
-def write_json(path: str | os.PathLike, obj, overwrite: bool = True) -> None:
-    """Write JSON atomically (inside an atomic directory ``overwrite`` is harmless)."""
+def write_json(path: str | os.PathLike, obj, overwrite: bool = True, compact: bool = False) -> None:
+    """Write JSON atomically (inside an atomic directory ``overwrite`` is harmless); ``compact`` for bulk data."""
     with atomic_file(path, overwrite=overwrite) as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
+        if compact:
+            json.dump(obj, f, separators=(",", ":"))
+        else:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -39,6 +38,7 @@ from proposals.importers import PER_IMAGE_FORMATS, import_image_proposals, read_
 from proposals.selective_search import SelectiveSearchConfig, selective_search
 from proposals.store import (
     ImageProposals,
+    proposal_json,
     read_image_proposals,
     read_proposal_index,
     read_proposal_meta,
@@ -89,31 +89,6 @@ def load_image(job: Job, task: ImageTask) -> np.ndarray:
     return read_rgb(task.file, task.height, task.width)
 
 
-def proposal_json(image_id: str, props: ImageProposals, **extra) -> dict:
-    """One image's proposals in the store's per-image layout (docs/FORMATS.md), plus ``extra`` keys."""
-    return {
-        "image_id": image_id, "height": props.height, "width": props.width,
-        "boxes": [[float(v) for v in b] for b in np.asarray(props.boxes, dtype=np.float32).reshape(-1, 4)],
-        "scores": [float(s) for s in np.asarray(props.scores, dtype=np.float32)],
-        "masks": [{"size": [int(s) for s in r["size"]], "counts": r["counts"]} for r in props.rles],
-        **extra,
-    }
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write compact JSON to a temporary file in the same folder, then ``os.replace``: a reader (or a resumed
-    run) sees the whole file or none."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def process_image(job: Job, task: ImageTask) -> dict:
     """Generate or import one image's proposals, filter them, write them to the work folder.
 
@@ -137,8 +112,8 @@ def process_image(job: Job, task: ImageTask) -> dict:
         raise LiidError(f"image {task.image_id!r}: no proposal source for method {job.method!r}")
     kept = filter_proposals(raw, job.filter)
     seconds = time.perf_counter() - t0
-    write_json_atomic(job.work_dir / f"{task.image_id}.json",
-                      proposal_json(task.image_id, kept, raw=len(raw), seconds=round(seconds, 6)))
+    write_json(job.work_dir / f"{task.image_id}.json",
+               proposal_json(task.image_id, kept, raw=len(raw), seconds=round(seconds, 6)), compact=True)
     return {"id": task.image_id, "status": "ok", "proposals": len(kept), "raw": len(raw), "seconds": seconds}
 
 

@@ -210,6 +210,17 @@ def read_image_proposals(store_path: str | os.PathLike, image_entry: dict) -> Im
     return props
 
 
+def proposal_json(image_id: str, props: ImageProposals, **extra) -> dict:
+    """One image's proposals in the store's per-image layout (docs/FORMATS.md), plus ``extra`` keys."""
+    return {
+        "image_id": image_id, "height": props.height, "width": props.width,
+        "boxes": [[float(v) for v in b] for b in np.asarray(props.boxes, dtype=np.float32).reshape(-1, 4)],
+        "scores": [float(s) for s in np.asarray(props.scores, dtype=np.float32)],
+        "masks": [{"size": [int(s) for s in r["size"]], "counts": r["counts"]} for r in props.rles],
+        **extra,
+    }
+
+
 def write_proposal_store(path: str | os.PathLike, images_meta: Sequence[dict],
                          per_image_proposals: Iterable[ImageProposals], overwrite: bool = False,
                          meta: dict | None = None) -> Path:
@@ -248,14 +259,8 @@ def write_proposal_store(path: str | os.PathLike, images_meta: Sequence[dict],
                 raise LiidError(f"{where}: proposals are for a {props.height}x{props.width} image, "
                                 f"the image is {entry['height']}x{entry['width']}")
             validate_image_proposals(props, where)
-            obj = {
-                "image_id": entry["id"], "height": entry["height"], "width": entry["width"],
-                "boxes": [[float(v) for v in b] for b in np.asarray(props.boxes, dtype=np.float32)],
-                "scores": [float(s) for s in np.asarray(props.scores, dtype=np.float32)],
-                "masks": [{"size": [int(s) for s in r["size"]], "counts": r["counts"]} for r in props.rles],
-            }
             with open(tmp / entry["file"], "w") as f:
-                json.dump(obj, f, separators=(",", ":"))
+                json.dump(proposal_json(entry["id"], props), f, separators=(",", ":"))
         if next(it, None) is not None:
             raise LiidError(f"{path}: more proposal lists than the {len(entries)} images in images_meta")
         index = {"format": FORMAT, "version": VERSION, "images": entries}
