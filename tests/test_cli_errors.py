@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import assert_one_line_error, invoke
 
 from graph.feature_store import FeatureStore, write_feature_store
-from liid.cli import main
 from liid.synthetic_features import SyntheticSpec, make_feature_store
 
 IMGS, PER, DIM, K1 = 6, 4, 16, 3  # images, proposals per image, feature dim, classes with background
@@ -38,20 +37,6 @@ def small_store(rng_seed: int = 0) -> FeatureStore:
 def write_store(path: Path, rng_seed: int = 0, overwrite: bool = False) -> Path:
     write_feature_store(path, small_store(rng_seed), overwrite=overwrite)
     return path
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(res, *words: str) -> None:
-    assert res.exit_code != 0, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    err = res.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, res.stderr
-    assert "Traceback" not in res.output
-    for w in words:
-        assert w in err, err
 
 
 def assert_nothing_written(out: Path) -> None:

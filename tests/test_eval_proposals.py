@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import assert_one_line_error, invoke
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from liid.cli import main
 from liid.datasets import Dataset, ImageInfo, Instances, open_dataset, register_dataset, unregister_dataset
 from liid.errors import LiidError
 from proposals.evaluate import ProposalScores, best_overlaps, format_table
@@ -226,20 +225,6 @@ def _write_store(tmp_path: Path, coco: Path, img_dir: Path) -> tuple[Path, dict]
         out[f"mabo_{name}"] = float(np.mean([b[cls == k].mean() for k in np.unique(cls)]))
         out[f"best_{name}"] = b
     return store, out
-
-
-def invoke(*args) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(res, *words: str) -> None:
-    assert res.exit_code != 0, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    err = res.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, res.stderr
-    assert "Traceback" not in res.output
-    for w in words:
-        assert w in err, err
 
 
 @pytest.fixture

@@ -24,13 +24,7 @@ from liid.training import ClassificationData, compute_cams
 FAST = ["--backbone", "resnet18", "--from-scratch", "--size", "64", "--batch-size", "4", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run faster on one thread (and the tests may run in parallel)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
