@@ -113,8 +113,9 @@ def read_feature_store(path: str | os.PathLike, mmap: bool = True) -> FeatureSto
     return store
 
 
-def write_feature_store(path: str | os.PathLike, store: FeatureStore, overwrite: bool = False) -> Path:
-    """Validate and write a feature store atomically."""
+def write_feature_store(path: str | os.PathLike, store: FeatureStore, overwrite: bool = False,
+                        extra: dict | None = None) -> Path:
+    """Validate and write a feature store atomically; ``extra`` adds keys to store.json (provenance)."""
     validate(store)
     with atomic_dir(path, overwrite=overwrite) as tmp:
         for name in ARRAYS:
@@ -122,6 +123,6 @@ def write_feature_store(path: str | os.PathLike, store: FeatureStore, overwrite:
         write_json(tmp / "store.json", {
             "format": FORMAT, "version": VERSION, "classes": list(store.classes),
             "images": list(store.images), "num_proposals": store.num_proposals,
-            "feature_dim": int(store.features.shape[1]),
+            "feature_dim": int(store.features.shape[1]), **(extra or {}),
         })
     return Path(path)

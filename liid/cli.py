@@ -34,7 +34,10 @@ def main() -> None:
       liid proposals DATASET --out P         segment proposals: selective search or MCG/PRM/COCO import
       liid filter-proposals P --out P2       area limits, near-duplicate removal, top N per image
       liid eval-proposals DATASET P          ABO / MABO / recall of proposals against ground truth
-      (MIL network: proposals -> feature STORE, a later issue)
+      liid train-cls DATASET --out CLS       multi-label classifier whose CAMs give L_Att's targets
+      liid train-mil DATASET --proposals P --cams CLS --out MIL   the MIL network on the proposals
+      liid extract DATASET --proposals P --mil MIL --out STORE    features + probabilities per proposal
+      liid label --method mil-argmax --features STORE --proposals P --out X   no graph (ablation)
       liid build-graph STORE --out GRAPH     kNN graph of all proposals + class terminals
       liid solve-cut --graph GRAPH --out CUT exact multiway cut: a label (or noise) per proposal
       liid export CUT --proposals P --out X  COCO instances JSON + VOC-palette PNGs
@@ -55,6 +58,12 @@ def _register() -> None:
     main.add_command(eval_proposals.command)
     from liid.commands import train_cls
     main.add_command(train_cls.command)
+    from liid.commands import extract, label, train_mil
+    main.add_command(train_mil.command)
+    main.add_command(extract.command)
+    main.add_command(label.command)
+    from liid.commands import evaluate
+    main.add_command(evaluate.command)
 
 
 _register()

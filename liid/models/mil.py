@@ -38,6 +38,9 @@ class MILNetwork(nn.Module):
         self.stride = stride
         self.backbone_name = getattr(backbone, "name", type(backbone).__name__)
         self.fc = nn.Linear(channels, num_classes + 1)
+        # eq. 7-8's class centres c_k [K+1, channels]: state of the model (saved and resumed with it), moved
+        # only by liid.losses.update_centres, never by the gradient. An all-zero row = not yet seen.
+        self.register_buffer("centres", torch.zeros(num_classes + 1, channels))
 
     @property
     def spatial_scale(self) -> float:

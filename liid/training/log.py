@@ -44,7 +44,8 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def plot_losses(path: str | os.PathLike, records: list[dict], width: int = 800, height: int = 400) -> None:
+def plot_losses(path: str | os.PathLike, records: list[dict], width: int = 800, height: int = 400,
+                title: str = "training") -> None:
     """Draw the loss curve of ``records`` (``type`` "step" and "epoch") to a PNG, atomically."""
     steps = [r for r in records if r.get("type") == "step" and math.isfinite(r.get("loss", math.nan))]
     epochs = [r for r in records if r.get("type") == "epoch" and math.isfinite(r.get("loss", math.nan))]
@@ -52,7 +53,7 @@ def plot_losses(path: str | os.PathLike, records: list[dict], width: int = 800, 
     d = ImageDraw.Draw(im)
     left, right, top, bottom = 60, width - 20, 30, height - 40
     d.rectangle([left, top, right, bottom], outline="black")
-    d.text((left, 8), "train-cls: loss per step (grey), epoch mean (blue)", fill="black")
+    d.text((left, 8), f"{title}: loss per step (grey), epoch mean (blue)", fill="black")
     d.text((left, bottom + 8), "step", fill="black")
     if steps:
         ys = [r["loss"] for r in steps] + [r["loss"] for r in epochs]

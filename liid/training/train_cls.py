@@ -17,7 +17,6 @@ run's losses exactly. CUDA runs are not bit-reproducible (cuDNN picks algorithms
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from liid.losses import multilabel_loss
 from liid.models import MultiLabelClassifier, build_backbone, load_checkpoint, pick_device, save_checkpoint
 from liid.training.data import ClassificationData
 from liid.training.log import plot_losses, read_log, write_log
+from liid.training.loop import check_same_settings, prepare_out, step_lr
 
 FORMAT = "liid-train-cls"
 VERSION = 1
@@ -75,7 +75,7 @@ class TrainClsConfig:
 
 def epoch_lr(config: TrainClsConfig, epoch: int) -> float:
     """lr of 0-based ``epoch``: the base lr for the first half (rounded up), a tenth of it after."""
-    return config.lr if epoch < math.ceil(config.epochs / 2) else config.lr / 10
+    return step_lr(config.lr, config.epochs, epoch)
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -110,30 +110,6 @@ def evaluate(model: MultiLabelClassifier, data: ClassificationData, device: torc
             "train_exact_match": float(((scores > 0.5) == (targets > 0.5)).all(axis=1).mean())}
 
 
-def prepare_out(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Check/clear the output folder; True when a checkpoint is there to resume from."""
-    if resume and overwrite:
-        raise LiidError("--resume and --overwrite exclude each other")
-    if not out.parent.is_dir():
-        raise LiidError(f"{out.parent}: folder does not exist")
-    if out.exists() and not out.is_dir():
-        raise LiidError(f"{out}: exists and is not a folder")
-    if not out.exists():
-        return False
-    entries = [p.name for p in out.iterdir()]
-    if resume:
-        return (out / CHECKPOINT).is_file()
-    if not entries:
-        return False
-    if not overwrite:
-        raise LiidError(f"{out}: output exists; pass --resume to continue it or --overwrite to replace it")
-    foreign = [n for n in entries if n not in _OURS and ".tmp-" not in n]
-    if foreign:
-        raise LiidError(f"{out}: not a train-cls folder (holds {foreign[0]!r}); refusing to delete it")
-    shutil.rmtree(out)
-    return False
-
-
 def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, resume: bool = False,
                      overwrite: bool = False, progress: bool = True,
                      echo: Callable[[str], None] = print) -> dict:
@@ -150,17 +126,11 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
     model = MultiLabelClassifier(trunk, channels, dataset.num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
-    has_ckpt = prepare_out(out, resume, overwrite)
+    has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-cls")
     start, records, seconds = 0, [], []
     if has_ckpt:
         meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count, backbone, optimizer checked
-        want = config.resumable()
-        got = meta.get("config", {})
-        diff = sorted(k for k in want if got.get(k) != want[k])
-        if diff:
-            k = diff[0]
-            raise LiidError(f"{out / CHECKPOINT}: made with other settings ({k}: {got.get(k)!r} there, "
-                            f"{want[k]!r} now); use the same settings to resume, or --overwrite")
+        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
         start = int(meta["epoch"])
         records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
@@ -203,14 +173,14 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
                         "seconds": seconds[-1]})
         save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
         write_log(out / LOG, records)
-        plot_losses(out / PLOT, records)
+        plot_losses(out / PLOT, records, title="train-cls")
         write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
         echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
     if not (out / CHECKPOINT).exists():
         raise LiidError(f"{out}: no checkpoint written")  # cannot happen: epochs >= 1
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs; recomputing the final numbers")
-        plot_losses(out / PLOT, records)
+        plot_losses(out / PLOT, records, title="train-cls")
     final = evaluate(model, data, device, config.batch_size)
     epoch_losses = [r["loss"] for r in records if r.get("type") == "epoch"]
     final.update({"loss": epoch_losses[-1] if epoch_losses else None,

@@ -1,0 +1,70 @@
+"""``liid extract DATASET --proposals P --mil DIR --out STORE``: the feature store for ``liid build-graph``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from graph.feature_store import write_feature_store
+from liid.atomic import check_output
+from liid.commands.stage import up_to_date
+from liid.datasets import open_dataset
+from liid.errors import LiidError
+from liid.fingerprint import fingerprint
+from liid.models import pick_device
+from liid.training.extract import extract_features, load_mil
+from liid.training.mil_data import read_proposal_set
+
+
+@click.command("extract")
+@click.argument("dataset")
+@click.option("--proposals", required=True, type=click.Path(path_type=Path), help="Proposal store.")
+@click.option("--mil", "mil", required=True, type=click.Path(path_type=Path),
+              help="The trained MIL network: a `liid train-mil` folder or its checkpoint.pt.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Feature store directory to write.")
+@click.option("--split", default=None, help="VOC roots: the image set.")
+@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
+              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@click.option("--top", default=None, type=click.IntRange(1),
+              help="First N proposals per image. Default: the number the network was trained with (all if it "
+              "used all).")
+@click.option("--size", default=None, type=click.IntRange(32, 4096),
+              help="Square input size. Default: the training size.")
+@click.option("--float32", "float32", is_flag=True, help="Store features as float32 (default float16: half the disk).")
+@click.option("--batch-images", default=4, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data loader processes.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing feature store.")
+def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | None, images_dir: Path | None,
+            top: int | None, size: int | None, float32: bool, batch_images: int, device: str | None, workers: int,
+            overwrite: bool) -> None:
+    """Run the MIL network over every image of DATASET and write, per proposal, its feature f and its
+    probabilities p (K+1), with the image labels: the feature store `liid build-graph` reads.
+
+    Skipped when OUT already holds a store made from the same inputs and settings.
+    """
+    check_output(out, overwrite=True)
+    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
+    ds = open_dataset(dataset, **kwargs)
+    dev = pick_device(device)
+    model, meta = load_mil(mil, ds, dev)
+    top = top if top is not None else meta.get("top")
+    size = size if size is not None else int(meta.get("size") or 448)
+    ckpt = mil / "checkpoint.pt" if mil.is_dir() else mil
+    expected = {"checkpoint": fingerprint(ckpt), "proposals": fingerprint(proposals) if proposals.is_dir() else None,
+                "dataset": ds.describe(), "top": top, "size": size, "float32": float32}
+    if up_to_date(out, "store.json", "inputs", expected, overwrite):
+        return
+    pset = read_proposal_set(ds, proposals, top)
+    store, stats = extract_features(model, ds, pset, size, dev, batch_images=batch_images,
+                                    feature_dtype=np.float32 if float32 else np.float16, workers=workers)
+    if out.exists() and not overwrite:
+        raise LiidError(f"{out}: output exists; pass --overwrite to replace it")
+    write_feature_store(out, store, overwrite=overwrite,
+                        extra={"inputs": expected, "source": {"mil": str(ckpt), "proposals": str(proposals)},
+                               "extract": stats})
+    click.echo(f"{out}: {store.num_proposals} proposals of {len(store.images)} images, {store.features.shape[1]}-d "
+               f"{store.features.dtype} features; {stats['images_per_second']:.1f} images/s, "
+               f"{stats['proposals_per_second']:.0f} proposals/s on {stats['device']}")

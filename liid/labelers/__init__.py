@@ -1,0 +1,12 @@
+"""Labelers: methods that turn a dataset's proposals / images into pseudo-labels in the export format
+(COCO instances JSON + VOC-palette PNGs), selected by ``liid label --method NAME``.
+
+LIID itself is the staged pipeline (extract → build-graph → solve-cut → export); the labelers here are
+its ablations and the alternative methods of the papers.
+"""
+
+from liid.labelers.mil_argmax import mil_argmax_labels
+
+METHODS = ("mil-argmax",)
+
+__all__ = ["METHODS", "mil_argmax_labels"]

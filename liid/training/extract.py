@@ -1,0 +1,78 @@
+"""``liid extract``'s work: the trained MIL network over every image → the feature store (``graph.feature_store``).
+
+Per proposal: the GAP feature ``f`` (float16 by default; 2048-d for ResNet50) and the softmax ``p`` (K+1,
+float32); per image: its label vector. Images go through in small batches (eval mode: BatchNorm uses its
+running statistics, so batching changes nothing), unflipped, at the training input size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from graph.feature_store import FeatureStore
+from liid.datasets.base import Dataset
+from liid.errors import LiidError
+from liid.models import MILNetwork, build_backbone, load_checkpoint, read_checkpoint
+from liid.training.mil_data import MILData, ProposalSet, collate
+
+
+def load_mil(path: str | Path, dataset: Dataset, device: torch.device) -> tuple[MILNetwork, dict]:
+    """A trained MIL network from a ``train-mil`` folder or checkpoint; refuses other classes with one line."""
+    path = Path(path)
+    file = path / "checkpoint.pt" if path.is_dir() else path
+    meta = read_checkpoint(file)["meta"]
+    if meta.get("model") not in (None, "MILNetwork"):
+        raise LiidError(f"checkpoint {file} holds a {meta.get('model')}, not a MIL network (use a train-mil folder)")
+    names = meta.get("class_names")
+    if meta.get("num_classes") == dataset.num_classes and names is not None and list(names) != dataset.classes:
+        raise LiidError(f"checkpoint {file} was trained on classes {names[1:]}, the dataset has "
+                        f"{dataset.classes[1:]}")
+    trunk, channels = build_backbone(str(meta.get("backbone")), from_scratch=True, freeze_bn=True)
+    model = MILNetwork(trunk, channels, dataset.num_classes)
+    load_checkpoint(file, model)
+    return model.to(device).eval(), meta
+
+
+@torch.no_grad()
+def extract_features(model: MILNetwork, dataset: Dataset, pset: ProposalSet, size: int, device: torch.device,
+                     batch_images: int = 4, feature_dtype: np.dtype = np.float16, workers: int = 0,
+                     progress: bool = True) -> tuple[FeatureStore, dict]:
+    """Run ``model`` over every image of ``pset``; returns the store (unwritten) and throughput numbers."""
+    model.eval()
+    data = MILData(dataset, pset, size, train=False)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_images, shuffle=False, collate_fn=collate,
+                                         num_workers=workers)
+    n, dim, k1 = pset.num_proposals, model.channels, model.num_classes + 1
+    features = np.zeros((n, dim), dtype=feature_dtype)
+    probs = np.zeros((n, k1), dtype=np.float32)
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in pset.boxes])])
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(data), desc="extract", unit="img", disable=None if progress else True)
+    for x, boxes, idx in loader:
+        f, p = model.extract(x.to(device), [b.to(device) for b in boxes])
+        f, p = f.float().numpy(), p.numpy()
+        s = 0
+        for i, b in zip(idx, boxes, strict=True):
+            m = len(b)
+            features[offsets[i]:offsets[i] + m] = f[s:s + m]
+            probs[offsets[i]:offsets[i] + m] = p[s:s + m]
+            s += m
+        bar.update(len(idx))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if not np.isfinite(features).all():
+        raise LiidError("the MIL network gave NaN/inf features (a diverged checkpoint?)")
+    proposal_image = np.repeat(np.arange(len(pset), dtype=np.int32), np.diff(offsets))
+    proposal_index = np.concatenate([np.arange(len(b), dtype=np.int32) for b in pset.boxes])
+    store = FeatureStore(features=features, probs=probs, proposal_image=proposal_image,
+                         proposal_index=proposal_index, image_labels=pset.labels.copy(),
+                         classes=list(dataset.classes), images=list(pset.ids))
+    stats = {"seconds": seconds, "images_per_second": len(pset) / seconds, "proposals_per_second": n / seconds,
+             "device": str(device), "batch_images": batch_images, "size": size,
+             "feature_dtype": np.dtype(feature_dtype).name}
+    return store, stats

@@ -1,0 +1,54 @@
+"""What every training command shares: the output-folder rule, the step learning rate, the resume check."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from liid.errors import LiidError
+
+
+def step_lr(lr: float, epochs: int, epoch: int) -> float:
+    """lr of 0-based ``epoch``: ``lr`` for the first half of ``epochs`` (rounded up), a tenth of it after.
+
+    The papers' schedule (LIID: 5e-4, ÷10 after epoch 5 of 10).
+    """
+    return lr if epoch < math.ceil(epochs / 2) else lr / 10
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool, ours: set[str], what: str) -> bool:
+    """Check/clear the training folder ``out``; True when a checkpoint is there to resume from.
+
+    A folder with files is refused unless ``--resume`` (continue) or ``--overwrite`` (delete it, but only
+    when every entry is one of ``ours``: a folder the user made for something else is never deleted).
+    """
+    if resume and overwrite:
+        raise LiidError("--resume and --overwrite exclude each other")
+    if not out.parent.is_dir():
+        raise LiidError(f"{out.parent}: folder does not exist")
+    if out.exists() and not out.is_dir():
+        raise LiidError(f"{out}: exists and is not a folder")
+    if not out.exists():
+        return False
+    entries = [p.name for p in out.iterdir()]
+    if resume:
+        return (out / "checkpoint.pt").is_file()
+    if not entries:
+        return False
+    if not overwrite:
+        raise LiidError(f"{out}: output exists; pass --resume to continue it or --overwrite to replace it")
+    foreign = [n for n in entries if n not in ours and ".tmp-" not in n]
+    if foreign:
+        raise LiidError(f"{out}: not a {what} folder (holds {foreign[0]!r}); refusing to delete it")
+    shutil.rmtree(out)
+    return False
+
+
+def check_same_settings(checkpoint: Path, recorded: dict, wanted: dict) -> None:
+    """Resuming needs the settings the checkpoint was made with; name the first that differs."""
+    diff = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+    if diff:
+        k = diff[0]
+        raise LiidError(f"{checkpoint}: made with other settings ({k}: {recorded.get(k)!r} there, "
+                        f"{wanted[k]!r} now); use the same settings to resume, or --overwrite")

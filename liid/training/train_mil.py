@@ -1,0 +1,215 @@
+"""Training of the MIL network on segment proposals (LIID section 4): the loop behind ``liid train-mil``.
+
+Per image (one image per SGD step, as in the paper): forward the resized image and its top-N proposal
+boxes through ``MILNetwork``, take eq. 9's ``L = α·L_Att + β·L_MIL + γ·L_Cent`` (``liid.losses``; ỹ of
+L_Att from the frozen CAM classifier, see ``attention.py``), step SGD (lr 5e-4, ÷10 after half the epochs,
+momentum 0.9, weight decay 1e-4), then move the class centres by eq. 8 with the step's features.
+Output folder::
+
+    DIR/checkpoint.pt            model (with the centres) + optimizer after the last finished epoch
+    DIR/attention_labels.json    ỹ of every proposal (the cache of eq. 3), when α > 0
+    DIR/log.jsonl, DIR/loss.png  per-step losses (total and each part), per-epoch means, the curve
+    DIR/train.json               settings, inputs, per-epoch seconds and the final numbers
+
+Deterministic on CPU for a given seed (init, order and flips as in ``train_cls``; the centres are part
+of the model state), so ``--resume`` reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from liid.atomic import write_json
+from liid.datasets.base import Dataset
+from liid.errors import LiidError
+from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
+from liid.models import MILNetwork, build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.training.attention import POOLINGS, attention_labels
+from liid.training.log import plot_losses, read_log, write_log
+from liid.training.loop import check_same_settings, prepare_out, step_lr
+from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
+from liid.training.train_cls import average_precision
+
+FORMAT = "liid-train-mil"
+VERSION = 1
+CHECKPOINT, LOG, PLOT, RECORD, ATT = "checkpoint.pt", "log.jsonl", "loss.png", "train.json", "attention_labels.json"
+_OURS = {CHECKPOINT, LOG, PLOT, RECORD, ATT}
+
+
+@dataclass(frozen=True)
+class TrainMilConfig:
+    """Settings of a run (the paper's values by default); all but ``device``/``workers`` must match to resume."""
+
+    backbone: str = "resnet50"
+    weights: str | None = None  # a file (torchvision ResNet or a LIID checkpoint); None = ImageNet in the hub cache
+    from_scratch: bool = False
+    epochs: int = 10
+    lr: float = 5e-4
+    size: int = 448
+    top: int | None = None  # proposals per image (first N of the store); None = all
+    alpha: float = 0.5
+    beta: float = 0.5
+    gamma: float = 0.1
+    eta: float = 0.75
+    r: float = 5.0
+    theta: float = 0.01
+    att_pooling: str = "box"
+    flip: bool = True
+    seed: int = 0
+    device: str | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.size < 32 or self.workers < 0 or (self.top is not None and self.top < 1):
+            raise LiidError(f"bad settings: epochs {self.epochs}, size {self.size}, top {self.top}, "
+                            f"workers {self.workers}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LiidError(f"--lr {self.lr}: must be a positive number")
+        if not (self.r > 0 and math.isfinite(self.r)):
+            raise LiidError(f"--r {self.r}: must be a positive number")
+        if not 0 <= self.theta <= 1 or not 0 <= self.eta <= 2:
+            raise LiidError(f"--theta {self.theta} must lie in [0, 1] and --eta {self.eta} in [0, 2] "
+                            "(R = mean + max of a map in [0, 1])")
+        if self.att_pooling not in POOLINGS:
+            raise LiidError(f"--att-pooling {self.att_pooling!r}: choose one of {', '.join(POOLINGS)}")
+        try:
+            LossWeights(self.alpha, self.beta, self.gamma)
+        except ValueError as e:
+            raise LiidError(str(e)) from None
+
+    @property
+    def weights_(self) -> LossWeights:
+        return LossWeights(self.alpha, self.beta, self.gamma)
+
+    @property
+    def freeze_bn(self) -> bool:
+        """As in train-cls: frozen on pretrained trunks (one image per step gives useless batch statistics)."""
+        return not self.from_scratch
+
+    def resumable(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}
+
+
+def build_mil_model(config: TrainMilConfig, num_classes: int) -> MILNetwork:
+    trunk, channels = build_backbone(config.backbone, weights=config.weights or "imagenet",
+                                     from_scratch=config.from_scratch, freeze_bn=config.freeze_bn)
+    return MILNetwork(trunk, channels, num_classes)
+
+
+def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | Path, config: TrainMilConfig,
+              cam_classifier: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+              progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Train (or resume) the MIL network on ``dataset`` with the proposal store ``proposals``; returns train.json.
+
+    ``cam_classifier``: a ``train-cls`` folder or checkpoint, required when ``config.alpha > 0``. All inputs
+    are checked (labels, proposals, weights, classifier, resume checkpoint) before anything is written.
+    """
+    out = Path(out)
+    device = pick_device(config.device)
+    if config.alpha > 0 and cam_classifier is None:
+        raise LiidError("L_Att (alpha > 0) needs the CAM classifier: pass --cams DIR (a `liid train-cls` folder), "
+                        "or --alpha 0 to train without it")
+    pset = proposals if isinstance(proposals, ProposalSet) else read_proposal_set(
+        dataset, proposals, config.top, progress=progress)
+    data = MILData(dataset, pset, config.size, train=config.flip, seed=config.seed)
+    torch.manual_seed(config.seed)
+    model = build_mil_model(config, dataset.num_classes)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    if cam_classifier is not None and config.alpha > 0:  # check the classifier before touching the folder
+        from liid.training.attention import load_classifier
+        load_classifier(cam_classifier, dataset, torch.device("cpu"))
+    has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-mil")
+    start, records, seconds = 0, [], []
+    if has_ckpt:
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)
+        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
+        start = int(meta["epoch"])
+        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
+        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
+    elif resume:
+        echo(f"{out}: no checkpoint to resume from; starting from scratch")
+    out.mkdir(exist_ok=True)
+    y_tilde: list[np.ndarray] | None = None
+    att_summary = None
+    if config.alpha > 0:
+        y_tilde, att_summary = attention_labels(cam_classifier, dataset, pset, config.eta, config.att_pooling,
+                                                device, cache=out / ATT, progress=progress)
+        echo(f"CAM pseudo labels (eq. 3, eta {config.eta}): {att_summary['proposals']} proposals, "
+             f"{100 * att_summary['background_fraction']:.1f}% background")
+    model.to(device)
+    model.train()
+    weights = config.weights_
+    meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
+            "config": config.resumable(), "dataset": dataset.describe(), "size": config.size,
+            "top": config.top, "proposals": str(pset.store)}
+    record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
+              "dataset": dataset.describe(), "proposals": str(pset.store), "device": str(device),
+              "images": len(pset), "proposals_used": pset.num_proposals,
+              "cam_classifier": str(cam_classifier) if cam_classifier is not None else None,
+              "attention_labels": att_summary}
+    targets = pset.labels[:, 1:].astype(np.float32)
+    image_scores = np.zeros_like(targets)
+    for epoch in range(start, config.epochs):
+        lr = step_lr(config.lr, config.epochs, epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        data.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=True, generator=gen, collate_fn=collate,
+                                             num_workers=config.workers)
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"train-mil {epoch + 1}/{config.epochs}", unit="img",
+                   disable=None if progress else True, leave=False)
+        for step, (x, boxes, idx) in enumerate(bar):
+            i = idx[0]
+            f, _, p = model(x.to(device), [boxes[0].to(device)])
+            labels = np.flatnonzero(pset.labels[i]).tolist()
+            yt = torch.from_numpy(y_tilde[i]).to(device) if y_tilde is not None else None
+            loss, parts = mil_total_loss(p, labels, y_tilde=yt, f=f, centres=model.centres, weights=weights,
+                                         r=config.r)
+            if not torch.isfinite(loss):
+                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, image {pset.ids[i]!r}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            model.centres.copy_(update_centres(model.centres, f.detach(), p.detach(), config.theta))  # eq. 8
+            image_scores[i] = lse_pool(p.detach(), config.r)[1:].cpu().numpy()
+            values = {"loss": float(loss.item()), **{k: float(v.item()) for k, v in parts.items()}}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            records.append({"type": "step", "epoch": epoch + 1, "step": step, **values, "lr": lr})
+            bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()})
+        bar.close()
+        seconds.append(time.perf_counter() - t0)
+        n = len(data)
+        means = {k: v / n for k, v in sums.items()}
+        image_map = average_precision(image_scores, targets)
+        records.append({"type": "epoch", "epoch": epoch + 1, **means, "lr": lr, "seconds": seconds[-1],
+                        "image_map": image_map})
+        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
+        write_log(out / LOG, records)
+        plot_losses(out / PLOT, records, title="train-mil (eq. 9)")
+        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
+        parts_txt = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "loss")
+        echo(f"epoch {epoch + 1}/{config.epochs}: loss {means['loss']:.4f} ({parts_txt}), image mAP (LSE) "
+             f"{image_map:.3f}, lr {lr:g}, {seconds[-1]:.1f} s")
+    if start >= config.epochs:
+        echo(f"{out}: already trained for {config.epochs} epochs")
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    final = {k: epochs[-1].get(k) for k in ("loss", "att", "mil", "cent", "image_map")} if epochs else {}
+    final["seconds_per_epoch"] = float(np.mean(seconds)) if seconds else None
+    final["seconds_per_image"] = float(np.sum(seconds) / (len(seconds) * len(pset))) if seconds else None
+    record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds, "final": final}
+    write_json(out / RECORD, record)
+    return record
