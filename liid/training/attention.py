@@ -18,6 +18,7 @@ from tqdm import tqdm
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
+from liid.fingerprint import fingerprint
 from liid.losses import attention_pseudo_labels, cam_box_scores
 from liid.models import MultiLabelClassifier, build_backbone, load_checkpoint, read_checkpoint
 from liid.training.cams import compute_cams
@@ -79,7 +80,8 @@ def attention_labels(classifier_path: str | Path, dataset: Dataset, proposals: P
     if not file.is_file():
         raise LiidError(f"{file}: CAM classifier checkpoint not found (train one with `liid train-cls`)")
     key = {"classifier_sha256": file_sha256(file), "eta": eta, "pooling": pooling,
-           "proposals": str(proposals.store.resolve()), "top": proposals.top, "images": len(proposals)}
+           "proposals": str(proposals.store.resolve()), "proposals_fingerprint": fingerprint(proposals.store),
+           "top": proposals.top, "images": len(proposals)}
     if cache is not None and cache.is_file():
         d = read_json(cache)
         if d.get("key") == key and isinstance(d.get("labels"), dict):

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from liid.atomic import write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
+from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
 from liid.models import MILNetwork, build_backbone, load_checkpoint, pick_device, save_checkpoint
 from liid.training.attention import POOLINGS, attention_labels
@@ -132,6 +133,9 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
     if has_ckpt:
         meta = load_checkpoint(out / CHECKPOINT, model, optimizer)
         check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
+        if meta.get("proposals_fingerprint") not in (None, fingerprint(pset.store)):
+            raise LiidError(f"{out / CHECKPOINT}: the proposal store {pset.store} changed since this run started; "
+                            "resume with the same proposals, or --overwrite")
         start = int(meta["epoch"])
         records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
@@ -151,7 +155,7 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
     weights = config.weights_
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
             "config": config.resumable(), "dataset": dataset.describe(), "size": config.size,
-            "top": config.top, "proposals": str(pset.store)}
+            "top": config.top, "proposals": str(pset.store), "proposals_fingerprint": fingerprint(pset.store)}
     record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
               "dataset": dataset.describe(), "proposals": str(pset.store), "device": str(device),
               "images": len(pset), "proposals_used": pset.num_proposals,
