@@ -10,8 +10,10 @@ proposals with different labels both survive; of two overlapping proposals with 
 higher-scoring one does. The score used for NMS, and written as ``score``, is the proposal's probability
 of its assigned label (the feature store's ``probs``) when probabilities are given, else its proposal score.
 
-Arrays in, files out: ``export_pseudo_labels`` reads proposals image by image (lazily) and writes the
-output directory atomically; the ``liid export`` command only resolves paths and calls it.
+Arrays in, files out: ``export_labeled`` takes per image the labeled proposals (indices, labels, scores)
+of any labeler, reads proposals image by image (lazily) and writes the output directory atomically;
+``export_pseudo_labels`` is the cut's (and mil-argmax's) way in, from labels per feature-store row. The
+``liid export`` and ``liid label`` commands only resolve paths and call them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +34,7 @@ from tqdm import tqdm
 from graph.feature_store import FeatureStore
 from liid.atomic import atomic_dir, check_output, write_json
 from liid.errors import LiidError
-from proposals.store import ImageProposals, read_image_proposals, read_proposal_index
+from proposals.store import ImageProposals, read_image_proposals, read_proposal_index, rle_areas
 
 FORMAT = "liid.export"
 VERSION = 1
@@ -132,6 +136,52 @@ def check_labels(labels: np.ndarray, store: FeatureStore, where: str) -> np.ndar
     return labels.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class ImageLabels:
+    """The labeled proposals of one image, what ``export_labeled`` takes per image.
+
+    ``index`` int [m]: positions in the image's proposal-store lists; ``labels`` int [m]: 0 (background,
+    dropped) or a class ``1..K``; ``scores`` float [m]: the NMS score, written as ``score`` (None: the
+    proposal store's scores); ``rows`` int [m]: what each entry came from, named in error messages
+    (default ``0..m-1``). A plain tuple ``(index, labels, scores)`` is accepted wherever this is.
+    """
+
+    index: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+
+PerImage = Mapping[str, ImageLabels | tuple] | Callable[[str, Callable[[], ImageProposals]], ImageLabels | tuple | None]
+
+
+def check_palette(classes: Sequence[str], palette_pngs: bool, where: object) -> None:
+    """Refuse palette PNGs when the classes (incl. background) do not fit 8 bits with 255 reserved."""
+    if palette_pngs and len(classes) > IGNORE:
+        raise LiidError(f"{where}: {len(classes)} classes do not fit a palette PNG (at most {IGNORE}); "
+                        f"pass --no-palette-pngs")
+
+
+def proposal_entries(proposals: str | os.PathLike, image_ids: Sequence[str], source: str,
+                     listing: str) -> list[dict]:
+    """The proposal-store index entries of ``image_ids``, in that order.
+
+    ``source`` names what listed the images in the "missing" message (``"the feature store X"``,
+    ``"the dataset Y"``); ``listing`` is the file named when an id is listed twice.
+    """
+    index = read_proposal_index(proposals)
+    by_id = {e["id"]: e for e in index}
+    missing = [i for i in image_ids if i not in by_id]
+    if missing:
+        raise LiidError(f"{proposals}/index.json: image {missing[0]!r} of {source} is not in the proposal "
+                        f"store ({len(missing)} missing)")
+    if len(set(image_ids)) != len(image_ids):
+        seen: set[str] = set()
+        dup = next(i for i in image_ids if i in seen or seen.add(i))
+        raise LiidError(f"{listing}: image {dup!r} is listed twice")
+    return [by_id[i] for i in image_ids]
+
+
 def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str | os.PathLike,
                          out: str | os.PathLike, nms_iou: float = 0.4, use_probs: bool = True,
                          palette_pngs: bool = True, overwrite: bool = False, progress: bool = True,
@@ -142,25 +192,15 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
     store (``proposal_image``, ``proposal_index``, ``classes``, ``probs``). ``proposals``: the proposal
     store directory. The exported images are the feature store's images, in its order. Proposals with an
     empty mask are dropped (counted in ``dropped_empty``). Returns the summary written to ``export.json``.
+    A thin layer over ``export_labeled``: it validates the feature store and hands it the rows of each image.
     """
     out = check_output(out, overwrite)
     proposals = Path(proposals)
     labels = check_labels(labels, store, labels_name)
     classes = list(store.classes)
-    if palette_pngs and len(classes) > IGNORE:
-        raise LiidError(f"{store.path}: {len(classes)} classes do not fit a palette PNG (at most {IGNORE}); "
-                        f"pass --no-palette-pngs")
-    index = read_proposal_index(proposals)
-    by_id = {e["id"]: e for e in index}
-    missing = [i for i in store.images if i not in by_id]
-    if missing:
-        raise LiidError(f"{proposals}/index.json: image {missing[0]!r} of the feature store "
-                        f"{store.path or ''} is not in the proposal store ({len(missing)} missing)")
-    if len(set(store.images)) != len(store.images):
-        seen: set[str] = set()
-        dup = next(i for i in store.images if i in seen or seen.add(i))
-        raise LiidError(f"{store.path}/store.json: image {dup!r} is listed twice")
-    entries = [by_id[i] for i in store.images]
+    check_palette(classes, palette_pngs, store.path)
+    entries = proposal_entries(proposals, list(store.images), f"the feature store {store.path or ''}",
+                               f"{store.path}/store.json")
     img_of = np.asarray(store.proposal_image, dtype=np.int64)
     idx_of = np.asarray(store.proposal_index, dtype=np.int64)
     key = img_of * (int(idx_of.max()) + 1) + idx_of
@@ -170,13 +210,53 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
         raise LiidError(f"{store.path}/proposal_index.npy: row {int(dup)} repeats proposal "
                         f"{int(idx_of[dup])} of image {store.images[img_of[dup]]!r}")
     probs = np.asarray(store.probs) if use_probs else None
-    coco_ids, id_rule = coco_image_ids(entries)
 
     order = np.argsort(img_of, kind="stable")
     bounds = np.searchsorted(img_of[order], np.arange(len(entries) + 1))
+    position = {e["id"]: i for i, e in enumerate(entries)}
+
+    def rows_of(image_id: str, _load: Callable[[], ImageProposals]) -> ImageLabels | None:
+        i = position[image_id]
+        rows = order[bounds[i]:bounds[i + 1]]
+        if len(rows) == 0:
+            return None
+        lab = labels[rows]
+        score = None if probs is None else np.asarray(probs[rows, lab], dtype=np.float32)
+        return ImageLabels(idx_of[rows], lab, score, rows)
+
+    return export_labeled(
+        entries, classes, proposals, rows_of, out, nms_iou=nms_iou, palette_pngs=palette_pngs,
+        overwrite=overwrite, progress=progress, score_name="prob" if probs is not None else "proposal",
+        row_name="feature-store row", num_proposals=int(len(labels)),
+        inputs=inputs or {"features": str(store.path), "proposals": str(proposals)})
+
+
+def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: str | os.PathLike,
+                   per_image: PerImage, out: str | os.PathLike, nms_iou: float = 0.4, palette_pngs: bool = True,
+                   overwrite: bool = False, progress: bool = True, score_name: str = "prob",
+                   row_name: str = "entry", num_proposals: int | None = None, inputs: dict | None = None,
+                   description: str = "LIID pseudo instances (liid export)") -> dict:
+    """The export itself, for any labeler: labeled proposals per image → ``out/instances.json``,
+    ``out/semantic/<image id>.png`` and ``out/export.json``; returns the ``export.json`` summary.
+
+    ``entries``: proposal-store index entries of the exported images, in output order (``proposal_entries``).
+    ``classes``: ``["background", 1..K names]``. ``per_image``: image id → ``ImageLabels`` (or a tuple
+    ``(index, labels, scores)``), as a mapping (an absent id: nothing labeled) or a function
+    ``(image_id, load) -> ImageLabels | None`` where ``load()`` returns the image's ``ImageProposals``
+    (read once, cached; never read when the image has nothing labeled). Per image: background (label 0) and
+    empty masks are dropped, per-class NMS at ``nms_iou`` on the proposal boxes by score, annotations by
+    decreasing score. ``score_name`` is recorded as ``config.score``; ``num_proposals`` (default: the
+    number of labeled entries) as ``proposals``.
+    """
+    out = check_output(out, overwrite)
+    proposals = Path(proposals)
+    classes = list(classes)
+    check_palette(classes, palette_pngs, proposals)
+    coco_ids, id_rule = coco_image_ids(list(entries))
     images, annotations = [], []
     counts = {"dropped_background": 0, "dropped_empty": 0, "suppressed_nms": 0}
     per_class = np.zeros(len(classes), dtype=np.int64)
+    total = 0
     with atomic_dir(out, overwrite=overwrite) as tmp:
         if palette_pngs:
             (tmp / "semantic").mkdir()
@@ -184,12 +264,13 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
             e, cid = entries[i], coco_ids[i]
             h, w = e["height"], e["width"]
             images.append({"id": cid, "file_name": e["file_name"], "height": h, "width": w})
-            rows = order[bounds[i]:bounds[i + 1]]
+            load = functools.cache(functools.partial(read_image_proposals, proposals, e))
+            got = per_image.get(e["id"]) if isinstance(per_image, Mapping) else per_image(e["id"], load)
+            item = _image_labels(got, len(classes), f"labels of image {e['id']!r}")
             kept: list[tuple[int, dict]] = []
-            if len(rows):
-                props = read_image_proposals(proposals, e)
-                kept = _image_instances(props, rows, labels, idx_of, probs, nms_iou, counts,
-                                        str(proposals / e["file"]))
+            if item is not None and len(item.index):
+                total += len(item.index)
+                kept = _image_instances(load(), item, nms_iou, counts, str(proposals / e["file"]), row_name)
             for lab, ann in kept:
                 per_class[lab] += 1
                 annotations.append({"id": len(annotations) + 1, "image_id": cid, **ann})
@@ -201,7 +282,7 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
                                      np.array([a["score"] for _, a in kept], dtype=np.float64))
                 write_palette_png(tmp / "semantic" / f"{e['id']}.png", sem)
         coco = {
-            "info": {"description": "LIID pseudo instances (liid export)", "version": str(VERSION)},
+            "info": {"description": description, "version": str(VERSION)},
             "licenses": [],
             "images": images,
             "annotations": annotations,
@@ -212,46 +293,68 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
             json.dump(coco, f, separators=(",", ":"))
         summary = {
             "format": FORMAT, "version": VERSION,
-            "images": len(images), "proposals": int(len(labels)), "instances": len(annotations),
+            "images": len(images), "proposals": int(total if num_proposals is None else num_proposals),
+            "instances": len(annotations),
             **counts,
             "per_class": {classes[k]: int(per_class[k]) for k in range(1, len(classes))},
             "config": {"nms_iou": float(nms_iou), "nms": "per-class (torchvision.ops.batched_nms)",
-                       "score": "prob" if probs is not None else "proposal",
-                       "palette_pngs": bool(palette_pngs), "image_ids": id_rule},
-            "inputs": inputs or {"features": str(store.path), "proposals": str(proposals)},
+                       "score": score_name, "palette_pngs": bool(palette_pngs), "image_ids": id_rule},
+            "inputs": inputs or {"proposals": str(proposals)},
         }
         write_json(tmp / "export.json", summary)
     return summary
+
+
+def _image_labels(got: object, k1: int, where: str) -> ImageLabels | None:
+    """``per_image``'s answer for one image, validated: equal lengths, integer labels in ``[0, k1)``."""
+    if got is None:
+        return None
+    item = got if isinstance(got, ImageLabels) else ImageLabels(*got)
+    index = np.asarray(item.index).reshape(-1)
+    labels = np.asarray(item.labels).reshape(-1)
+    scores = None if item.scores is None else np.asarray(item.scores, dtype=np.float32).reshape(-1)
+    rows = np.arange(len(index)) if item.rows is None else np.asarray(item.rows).reshape(-1)
+    if len(index) and not (np.issubdtype(index.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer)):
+        raise LiidError(f"{where}: proposal indices and labels must be integers")
+    if not len(index) == len(labels) == len(rows) or (scores is not None and len(scores) != len(index)):
+        raise LiidError(f"{where}: {len(index)} proposal indices, {len(labels)} labels"
+                        + ("" if scores is None else f", {len(scores)} scores"))
+    bad = (labels < 0) | (labels >= k1) | (index < 0)
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise LiidError(f"{where}: entry {j}: proposal {int(index[j])} with label {int(labels[j])} "
+                        f"(labels are 0..{k1 - 1}, indices >= 0)")
+    return ImageLabels(index.astype(np.int64), labels.astype(np.int64), scores, rows)
 
 
 def _bytes_rle(rle: dict) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
-def _image_instances(props: ImageProposals, rows: np.ndarray, labels: np.ndarray, idx_of: np.ndarray,
-                     probs: np.ndarray | None, nms_iou: float, counts: dict,
-                     where: str) -> list[tuple[int, dict]]:
+def _image_instances(props: ImageProposals, item: ImageLabels, nms_iou: float, counts: dict, where: str,
+                     row_name: str) -> list[tuple[int, dict]]:
     """One image: drop background and empty masks, per-class NMS; (label, annotation body) by score."""
-    pidx = idx_of[rows]
+    rows, pidx, lab, given = item.rows, item.index, item.labels, item.scores
     if pidx.max() >= len(props):
         j = int(np.argmax(pidx >= len(props)))
-        raise LiidError(f"{where}: feature-store row {int(rows[j])} names proposal {int(pidx[j])}, "
+        raise LiidError(f"{where}: {row_name} {int(rows[j])} names proposal {int(pidx[j])}, "
                         f"but the image has {len(props)} proposals")
-    lab = labels[rows]
     fg = lab > 0
     counts["dropped_background"] += int((~fg).sum())
     rows, pidx, lab = rows[fg], pidx[fg], lab[fg]
+    given = None if given is None else given[fg]
     if len(rows) == 0:
         return []
     rles = [_bytes_rle(props.rles[p]) for p in pidx]
-    area = mask_util.area(rles).astype(np.int64)
+    area = rle_areas(rles)  # not mask_util.area: it overflows past 255 RLEs under NumPy 2
     nonempty = area > 0
     counts["dropped_empty"] += int((~nonempty).sum())
     rows, pidx, lab, area = rows[nonempty], pidx[nonempty], lab[nonempty], area[nonempty]
+    given = None if given is None else given[nonempty]
     rles = [r for r, ok in zip(rles, nonempty, strict=True) if ok]
     if len(rows) == 0:
         return []
-    score = np.asarray(probs[rows, lab] if probs is not None else props.scores[pidx], dtype=np.float32)
+    score = np.asarray(given if given is not None else props.scores[pidx], dtype=np.float32)
     keep = nms_per_class(props.boxes[pidx], score, lab, nms_iou)
     counts["suppressed_nms"] += len(rows) - len(keep)
     bbox = mask_util.toBbox([rles[k] for k in keep]).reshape(-1, 4) if len(keep) else np.zeros((0, 4))

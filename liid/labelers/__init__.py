@@ -6,7 +6,8 @@ its ablations and the alternative methods of the papers.
 """
 
 from liid.labelers.mil_argmax import mil_argmax_labels
+from liid.labelers.oracle import oracle_labels
 
-METHODS = ("mil-argmax",)
+METHODS = ("mil-argmax", "oracle")
 
-__all__ = ["METHODS", "mil_argmax_labels"]
+__all__ = ["METHODS", "mil_argmax_labels", "oracle_labels"]

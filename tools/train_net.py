@@ -1,0 +1,94 @@
+"""Train (or evaluate) Mask R-CNN with detectron2 on LIID pseudo-labels.
+
+    python tools/train_net.py --config-file detection/configs/mask_rcnn_R_50_FPN_voc_pseudo.yaml \\
+        --num-gpus 8 --liid-root datasets [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
+
+A thin script over detectron2's ``DefaultTrainer``, in the manner of detectron2's own ``tools/train_net.py``:
+take this file as an example and change it, rather than growing options. The datasets the configs name
+(``liid_voc_pseudo_train``, ``liid_voc_val``, ...) are registered from ``--liid-root`` (default: the
+``LIID_DATASETS`` environment variable, else ``datasets``) in the layout of ``detection/register.py``;
+evaluation is ``COCOEvaluator`` (mask and box AP). Trailing ``KEY VALUE`` pairs override the config, e.g.
+``DATASETS.TRAIN '("my_name",)'`` or ``SOLVER.IMS_PER_BATCH 8 SOLVER.BASE_LR 0.01``.
+
+detectron2 is imported lazily: without it the script prints how to install it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+INSTALL = ("train_net.py: detectron2 is not installed. Install it from source with a CUDA build of torch "
+           "matching your driver: pip install 'git+https://github.com/facebookresearch/detectron2.git' "
+           "(README: Mask R-CNN with detectron2)")
+
+
+def _require_detectron2() -> None:
+    try:
+        import detectron2  # noqa: F401
+    except ImportError:
+        print(INSTALL, file=sys.stderr)
+        sys.exit(2)
+
+
+def setup(args):
+    """The config: detectron2's defaults, the file, then the command-line ``KEY VALUE`` pairs."""
+    from detectron2.config import get_cfg
+    from detectron2.engine import default_setup
+
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def build_trainer_class():
+    from detectron2.engine import DefaultTrainer
+    from detectron2.evaluation import COCOEvaluator
+
+    class Trainer(DefaultTrainer):
+        """DefaultTrainer with COCO evaluation (segm and bbox AP) on every test dataset."""
+
+        @classmethod
+        def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+            output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    return Trainer
+
+
+def main(args):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from detection.register import register_liid_datasets
+
+    register_liid_datasets(args.liid_root)  # in every worker process: launch() spawns them
+    cfg = setup(args)
+    trainer_cls = build_trainer_class()
+    if args.eval_only:
+        model = trainer_cls.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return trainer_cls.test(cfg, model)
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    _require_detectron2()
+    from detectron2.engine import default_argument_parser, launch
+
+    parser = default_argument_parser()
+    parser.add_argument("--liid-root", default=os.environ.get("LIID_DATASETS", "datasets"),
+                        help="folder holding voc/, coco/, synthetic/ in the layout of detection/register.py")
+    args = parser.parse_args(argv)
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    cli()
