@@ -31,6 +31,7 @@ from liid.models.checkpoint import FORMAT, load_state_dict_checked, read_weights
 _RESNETS = {
     "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1, 2048),
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512),
+    "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1, 2048),
 }
 BACKBONES = tuple(_RESNETS)
 # Normalisation the ImageNet weights expect (RGB, inputs in [0, 1]).

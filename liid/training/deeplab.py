@@ -1,0 +1,505 @@
+"""DeepLab on semantic pseudo-masks: the fully supervised segmenter at the end of the pipeline (``liid train-deeplab``).
+
+The network is torchvision's DeepLabv3 (ResNet-101 as in the papers' DeepLab-ResNet101, or ResNet-50 for
+CPU-sized runs; output stride 8, ASPP head, no auxiliary head) with K+1 outputs. The trunk starts from
+the ImageNet weights (``liid.models.build_backbone``'s rules: the torch hub cache or ``--weights``) and
+its BatchNorm is frozen; ``--from-scratch`` trains everything, BatchNorm included.
+
+Training follows DeepLab: random scale 0.5–1.5, random crop (padded with "ignore" where the scaled
+image is smaller than the crop), horizontal flip; cross-entropy ignoring 255; SGD momentum 0.9, weight
+decay 1e-4, the head at 10× the trunk's learning rate, poly schedule ``lr·(1 − it/max_it)^0.9`` per
+iteration. Batches are full (``drop_last``): the ASPP's image-pooling BatchNorm needs two images or more.
+
+Evaluation (every ``eval_every`` epochs and after the last one) predicts **whole images at their own
+size** (no crops, no sliding window, no flips; the logits are upsampled bilinearly to the input size),
+optionally refined by the dense CRF of paper 000 (``detection.crf``), writes ``pred_epochN/<image id>.png``
+(VOC palette) and scores them against the dataset's semantic ground truth (per-class IoU, mIoU, pixel
+accuracy; ``detection.evaluate``'s confusion matrix). Output folder::
+
+    DIR/checkpoint.pt      model + optimizer after the last finished epoch (atomic, every epoch)
+    DIR/log.jsonl          {"type": "step"} per iteration, {"type": "epoch"} and {"type": "eval"} per epoch
+    DIR/loss.png           the loss curve
+    DIR/train.json         settings, inputs, timings, every evaluation, the final numbers
+    DIR/pred_epochN/       predictions of epoch N's evaluation
+
+Deterministic on CPU for a given seed: init from ``torch.manual_seed(seed)``; per epoch, the order from a
+loader generator and the head's dropout from the global generator, both seeded with (seed, epoch); the
+augmentation of item i from (seed, epoch, i). So ``resume`` from an epoch boundary reproduces the
+uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
+from torchvision.models.segmentation.deeplabv3 import DeepLabV3
+from tqdm import tqdm
+
+from detection.evaluate import confusion, semantic_scores
+from detection.export import write_palette_png
+from liid.atomic import atomic_dir, read_json, write_json
+from liid.datasets.base import IGNORE, Dataset
+from liid.errors import LiidError
+from liid.fingerprint import fingerprint
+from liid.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from liid.models.checkpoint import read_weights_file
+from liid.training.log import plot_losses, read_log, write_log
+from liid.training.loop import check_same_settings, prepare_out
+
+FORMAT = "liid-train-deeplab"
+VERSION = 1
+CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
+_OURS = {CHECKPOINT, LOG, PLOT, RECORD}
+PRED_PREFIX = "pred_epoch"
+DEEPLAB_BACKBONES = ("resnet101", "resnet50")
+_CONSTRUCTORS = {"resnet101": deeplabv3_resnet101, "resnet50": deeplabv3_resnet50}
+HEAD_LR_MULT = 10.0
+POLY_POWER = 0.9
+SCALES = (0.5, 1.5)
+MAX_LISTED = 5
+_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+
+
+@dataclass(frozen=True)
+class TrainDeepLabConfig:
+    """Settings of a run; all but ``device``, ``workers``, ``eval_every`` and ``crf`` must match to resume."""
+
+    backbone: str = "resnet101"
+    weights: str | None = None  # a file; None = torchvision's ImageNet file in the torch hub cache
+    from_scratch: bool = False
+    epochs: int = 20
+    lr: float = 0.007
+    batch_size: int = 8
+    crop: int = 321
+    seed: int = 0
+    eval_every: int = 1  # 0: no evaluation
+    crf: bool = False
+    device: str | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in DEEPLAB_BACKBONES:
+            raise LiidError(f"unknown DeepLab backbone {self.backbone!r}; choose one of {', '.join(DEEPLAB_BACKBONES)}")
+        if self.weights is not None and self.from_scratch:
+            raise LiidError("--weights and --from-scratch exclude each other")
+        if self.epochs < 1 or self.crop < 32 or self.workers < 0 or self.eval_every < 0:
+            raise LiidError(f"bad settings: epochs {self.epochs}, crop {self.crop} (at least 32), workers "
+                            f"{self.workers}, eval every {self.eval_every}")
+        if self.batch_size < 2:
+            raise LiidError(f"--batch-size {self.batch_size}: at least 2 (the ASPP head's image-pooling BatchNorm "
+                            "needs two images per batch)")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LiidError(f"--lr {self.lr}: must be a positive number")
+
+    @property
+    def freeze_bn(self) -> bool:
+        """The pretrained trunk's BatchNorm stays frozen (small batches); from scratch it is trained."""
+        return not self.from_scratch
+
+    def resumable(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "workers", "eval_every", "crf")}
+
+
+def poly_lr(base: float, iteration: int, max_iterations: int, power: float = POLY_POWER) -> float:
+    """DeepLab's poly schedule: ``base·(1 − iteration/max_iterations)^power`` (0-based ``iteration``)."""
+    return base * (1.0 - iteration / max_iterations) ** power
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+class DeepLab(DeepLabV3):
+    """torchvision's DeepLabv3 (same state-dict keys: ``backbone.*``, ``classifier.*``) returning the logits
+    [B, K+1, H, W] at the input size, with what ``load_checkpoint`` checks (``num_classes`` = K,
+    ``backbone_name``) and optionally frozen trunk BatchNorm."""
+
+    def __init__(self, backbone: str, num_classes: int, freeze_bn: bool = False):
+        if backbone not in _CONSTRUCTORS:
+            raise LiidError(f"unknown DeepLab backbone {backbone!r}; choose one of {', '.join(DEEPLAB_BACKBONES)}")
+        tv = _CONSTRUCTORS[backbone](weights=None, weights_backbone=None, num_classes=num_classes + 1,
+                                     aux_loss=False)
+        super().__init__(tv.backbone, tv.classifier, None)
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.freeze_bn = freeze_bn
+        if freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.requires_grad_(False)
+                    m.bias.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> DeepLab:
+        super().train(mode)
+        if getattr(self, "freeze_bn", False):
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)["out"]
+
+
+def _is_deeplab_checkpoint(obj: object) -> bool:
+    return (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and isinstance(obj.get("meta"), dict)
+            and obj["meta"].get("model") == DeepLab.__name__)
+
+
+def build_deeplab(backbone: str, num_classes: int, weights: str | os.PathLike | None = None,
+                  from_scratch: bool = False) -> DeepLab:
+    """A DeepLab for K = ``num_classes`` foreground classes, initialised as the MIL network's trunk is.
+
+    ``weights``: None → the ImageNet ResNet file in the torch hub cache (a LiidError naming the path tried
+    when it is absent); a file → a torchvision ResNet state dict or a LIID checkpoint, whose ``backbone.*``
+    entries initialise the trunk, except a ``train-deeplab`` checkpoint, which initialises the whole model
+    and must have the same K and backbone. ``from_scratch`` → random init (the caller seeds torch).
+    """
+    if from_scratch and weights is not None:
+        raise LiidError("--weights and --from-scratch exclude each other")
+    model = DeepLab(backbone, num_classes, freeze_bn=not from_scratch)
+    if from_scratch:
+        return model
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise LiidError(f"{path}: weights file not found (--weights PATH, or --from-scratch for random init)")
+        if _is_deeplab_checkpoint(read_weights_file(path)):
+            load_checkpoint(path, model)  # checks K and the backbone first
+            return model
+    trunk, _ = build_backbone(backbone, weights=weights if weights is not None else "imagenet")
+    model.backbone.load_state_dict(trunk.state_dict(), strict=True)  # same torchvision key names
+    return model
+
+
+def make_optimizer(model: DeepLab, lr: float) -> torch.optim.SGD:
+    """SGD (momentum 0.9, weight decay 1e-4): group 0 the trunk at ``lr``, group 1 the head at 10×."""
+    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
+    head = [p for p in model.classifier.parameters() if p.requires_grad]
+    return torch.optim.SGD([{"params": trunk, "lr": lr, "lr_mult": 1.0},
+                            {"params": head, "lr": lr * HEAD_LR_MULT, "lr_mult": HEAD_LR_MULT}],
+                           lr=lr, momentum=0.9, weight_decay=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def read_mask(file: Path, image_id: str, height: int, width: int, num_classes: int) -> np.ndarray:
+    """A pseudo-mask PNG (palette or grayscale) as uint8 class indices [H, W]; size and values checked."""
+    try:
+        with Image.open(file) as im:
+            im.load()
+            if im.mode not in ("P", "L"):
+                raise LiidError(f"{file}: expected a palette or grayscale PNG, got mode {im.mode}")
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise LiidError(f"{file}: file not found") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise LiidError(f"{file}: unreadable PNG ({e})") from None
+    if arr.shape != (height, width):
+        raise LiidError(f"{file}: pseudo-mask is {arr.shape[0]}x{arr.shape[1]} (HxW), its image {image_id!r} is "
+                        f"{height}x{width}")
+    bad = (arr > num_classes) & (arr != IGNORE)
+    if bad.any():
+        raise LiidError(f"{file}: pixel value {int(arr[bad][0])} is not a class index (0..{num_classes}) "
+                        f"nor {IGNORE}")
+    return arr.astype(np.uint8, copy=False)
+
+
+def check_masks(dataset: Dataset, masks: Path, progress: bool = True) -> None:
+    """Every dataset image has ``masks/<image id>.png`` of its size with values 0..K or 255 (all are read)."""
+    if not masks.is_dir():
+        raise LiidError(f"{masks}: pseudo-mask folder not found")
+    names = set(os.listdir(masks))
+    missing = [im.id for im in dataset.images if f"{im.id}.png" not in names]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
+        raise LiidError(f"{masks}: no pseudo-mask PNG for {len(missing)} of the {len(dataset.images)} images "
+                        f"({shown})")
+    for im in tqdm(dataset.images, desc="check masks", unit="img", disable=None if progress else True,
+                   leave=False):
+        read_mask(masks / f"{im.id}.png", im.id, im.height, im.width, dataset.num_classes)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The augmentation of one item: scale factor, scaled size, flip, crop window's top-left corner."""
+
+    scale: float
+    height: int
+    width: int
+    flip: bool
+    top: int
+    left: int
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] → normalised float32 [3, H, W] (ImageNet mean/std)."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (x - _MEAN) / _STD
+
+
+class SegmentationData(torch.utils.data.Dataset):
+    """Items ``(image [3, crop, crop] float32, mask [crop, crop] int64 (255 = ignore), index)``.
+
+    The masks are validated on construction (``check_masks``), before any training starts.
+    """
+
+    def __init__(self, dataset: Dataset, masks: str | os.PathLike, crop: int, seed: int = 0,
+                 progress: bool = True):
+        if crop < 32:
+            raise LiidError(f"--crop {crop}: at least 32 pixels")
+        self.dataset = dataset
+        self.masks = Path(masks)
+        self.crop = crop
+        self.seed = seed
+        self.epoch = 0
+        self.ids = [im.id for im in dataset.images]
+        if not self.ids:
+            raise LiidError(f"{dataset.source}: no images to train on")
+        check_masks(dataset, self.masks, progress)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def augment(self, index: int) -> Augment:
+        """Item ``index``'s augmentation this epoch: a function of (seed, epoch, index) and the image size."""
+        info = self.dataset.info(self.ids[index])
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        scale = float(rng.uniform(*SCALES))
+        h, w = max(1, round(info.height * scale)), max(1, round(info.width * scale))
+        flip = bool(rng.random() < 0.5)
+        top = int(rng.integers(0, max(h, self.crop) - self.crop + 1))
+        left = int(rng.integers(0, max(w, self.crop) - self.crop + 1))
+        return Augment(scale, h, w, flip, top, left)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        iid = self.ids[index]
+        info = self.dataset.info(iid)
+        a = self.augment(index)
+        image = Image.fromarray(self.dataset.load_image(iid)).resize((a.width, a.height), Image.BILINEAR)
+        mask = Image.fromarray(read_mask(self.masks / f"{iid}.png", iid, info.height, info.width,
+                                         self.dataset.num_classes)).resize((a.width, a.height), Image.NEAREST)
+        img, msk = np.asarray(image), np.asarray(mask)
+        if a.flip:
+            img, msk = img[:, ::-1], msk[:, ::-1]
+        c = self.crop
+        x = torch.zeros(3, max(a.height, c), max(a.width, c))  # padding = the mean colour (0 after normalising)
+        y = torch.full((max(a.height, c), max(a.width, c)), IGNORE, dtype=torch.int64)
+        x[:, : a.height, : a.width] = to_tensor(img)
+        y[: a.height, : a.width] = torch.from_numpy(msk.astype(np.int64))
+        return (x[:, a.top : a.top + c, a.left : a.left + c].contiguous(),
+                y[a.top : a.top + c, a.left : a.left + c].contiguous(), index)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the non-ignored pixels (0, not NaN, when every pixel is ignored)."""
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+    return total / (target != IGNORE).sum().clamp(min=1)
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_probs(model: DeepLab, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Softmax probabilities float32 [K+1, H, W] of a whole image at its own size (model in eval mode)."""
+    logits = model(to_tensor(image)[None].to(device))
+    return torch.softmax(logits[0].float(), dim=0).cpu().numpy()
+
+
+def evaluate_deeplab(model: DeepLab, dataset: Dataset, pred_dir: str | os.PathLike, device: torch.device,
+                     crf: bool = False, progress: bool = True) -> dict:
+    """Predict every image of ``dataset`` (whole image, optional dense CRF), write ``pred_dir/<id>.png``
+    (atomically, replacing an older folder) and score the images with semantic ground truth."""
+    crf_fn = None
+    if crf:
+        from detection.crf import dense_crf
+
+        crf_fn = dense_crf
+    k = dataset.num_classes
+    conf = np.zeros((k + 1, k + 2), dtype=np.int64)
+    images = skipped = 0
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        with atomic_dir(pred_dir, overwrite=True) as tmp:
+            for im in tqdm(dataset.images, desc="evaluate", unit="img", disable=None if progress else True,
+                           leave=False):
+                image = dataset.load_image(im.id)
+                probs = predict_probs(model, image, device)
+                if crf_fn is not None:
+                    probs = crf_fn(image, probs)
+                pred = probs.argmax(axis=0).astype(np.uint8)
+                write_palette_png(tmp / f"{im.id}.png", pred)
+                gt = dataset.semantic(im.id)
+                if gt is None:
+                    skipped += 1
+                    continue
+                conf += confusion(gt, pred, k)
+                images += 1
+    finally:
+        model.train(was_training)
+    scores = semantic_scores(conf, dataset.classes) if images else None
+    return {"images": images, "skipped_no_gt": skipped, "crf": bool(crf),
+            "miou": scores["miou"] if scores else None,
+            "pixel_accuracy": scores["pixel_accuracy"] if scores else None,
+            "per_class_iou": {c: e["iou"] for c, e in scores["per_class"].items()} if scores else None,
+            "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def _pred_dirs(out: Path) -> set[str]:
+    if not out.is_dir():
+        return set()
+    return {p.name for p in out.iterdir() if p.name.startswith(PRED_PREFIX) and p.name[len(PRED_PREFIX):].isdigit()}
+
+
+def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.PathLike, config: TrainDeepLabConfig,
+                  eval_dataset: Dataset | None = None, resume: bool = False, overwrite: bool = False,
+                  progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Train (or resume) DeepLab on ``dataset``'s images and the pseudo-masks ``masks/<image id>.png``;
+    evaluate on ``eval_dataset`` (default: ``dataset``); returns the train.json record.
+
+    Everything is validated (masks, weights, device, CRF, resume checkpoint) before the folder is touched.
+    """
+    out, masks = Path(out), Path(masks)
+    device = pick_device(config.device)
+    if config.crf:
+        from detection.crf import require_pydensecrf
+
+        require_pydensecrf()
+    eval_ds = eval_dataset if eval_dataset is not None else dataset
+    if eval_ds.classes != dataset.classes:
+        raise LiidError(f"{eval_ds.source}: the evaluation dataset's classes differ from the training dataset's")
+    evaluate = config.eval_every > 0 and eval_ds.has_semantic
+    if config.eval_every > 0 and not eval_ds.has_semantic:
+        echo(f"{eval_ds.source} has no semantic ground truth: no evaluation")
+    data = SegmentationData(dataset, masks, config.crop, seed=config.seed, progress=progress)
+    if len(data) < config.batch_size:
+        raise LiidError(f"{dataset.source}: {len(data)} images, fewer than one batch (--batch-size "
+                        f"{config.batch_size})")
+    iters = len(data) // config.batch_size
+    max_iters = iters * config.epochs
+    torch.manual_seed(config.seed)
+    model = build_deeplab(config.backbone, dataset.num_classes, config.weights, config.from_scratch)
+    optimizer = make_optimizer(model, config.lr)
+    masks_print = fingerprint(masks)
+    has_ckpt = prepare_out(out, resume, overwrite, _OURS | _pred_dirs(out), "train-deeplab")
+    start, records = 0, []
+    if has_ckpt:
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count, backbone, optimizer checked
+        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
+        if meta.get("masks_fingerprint") != masks_print:
+            raise LiidError(f"{out / CHECKPOINT}: the pseudo-masks {masks} changed since this run started; resume "
+                            "with the same masks, or --overwrite")
+        start = int(meta["epoch"])
+        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
+    elif resume:
+        echo(f"{out}: no checkpoint to resume from; starting from scratch")
+    out.mkdir(exist_ok=True)
+    model.to(device)
+    model.train()
+    meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
+            "config": config.resumable(), "dataset": dataset.describe(), "crop": config.crop,
+            "masks": str(masks), "masks_fingerprint": masks_print}
+    record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
+              "dataset": dataset.describe(), "masks": str(masks), "masks_fingerprint": masks_print,
+              "eval_dataset": eval_ds.describe() if evaluate else None,
+              "eval_method": "whole image at its own size" + (", dense CRF" if config.crf else ""),
+              "device": str(device), "images": len(data), "iterations_per_epoch": iters,
+              "iterations": max_iters}
+
+    def due(epoch: int) -> bool:  # 1-based epoch
+        return evaluate and (epoch % config.eval_every == 0 or epoch == config.epochs)
+
+    def run_eval(epoch: int) -> None:
+        ev = evaluate_deeplab(model, eval_ds, out / f"{PRED_PREFIX}{epoch}", device, crf=config.crf,
+                              progress=progress)
+        records.append({"type": "eval", "epoch": epoch, **ev})
+        write_log(out / LOG, records)
+        miou = "-" if ev["miou"] is None else f"{ev['miou']:.4f}"
+        echo(f"epoch {epoch}: mIoU {miou} on {ev['images']} images ({out / f'{PRED_PREFIX}{epoch}'})")
+
+    def write_record(done: int, finished: bool) -> dict:
+        epochs = [r for r in records if r.get("type") == "epoch"]
+        seconds = [r["seconds"] for r in epochs]
+        evals = [{k: v for k, v in r.items() if k != "type"} for r in records if r.get("type") == "eval"]
+        last_eval = evals[-1] if evals else None
+        final = {"loss": epochs[-1]["loss"] if epochs else None,
+                 "miou": last_eval["miou"] if last_eval else None,
+                 "pixel_accuracy": last_eval["pixel_accuracy"] if last_eval else None,
+                 "eval_epoch": last_eval["epoch"] if last_eval else None,
+                 "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+                 "seconds_per_iteration": float(np.sum(seconds) / (len(seconds) * iters)) if seconds else None}
+        rec = {**record, "epochs_done": done, "finished": finished, "epoch_seconds": seconds,
+               "evaluations": evals, "final": final}
+        write_json(out / RECORD, rec)
+        return rec
+
+    if start > 0 and due(start) and not any(r.get("type") == "eval" and r["epoch"] == start for r in records):
+        run_eval(start)  # the run stopped during this evaluation
+    for epoch in range(start, config.epochs):
+        data.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # the head's dropout
+        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
+                                             drop_last=True, num_workers=config.workers)
+        t0, total = time.perf_counter(), 0.0
+        bar = tqdm(loader, desc=f"train-deeplab {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=None if progress else True, leave=False)
+        for step, (x, y, _) in enumerate(bar):
+            lr = poly_lr(config.lr, epoch * iters + step, max_iters)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g["lr_mult"]
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = segmentation_loss(model(x), y)
+            if not torch.isfinite(loss):
+                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.item())
+            total += value
+            records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, "lr": lr})
+            bar.set_postfix(loss=f"{total / (step + 1):.4f}", lr=f"{lr:.2e}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / iters, "lr": lr, "seconds": seconds})
+        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
+        write_log(out / LOG, records)
+        plot_losses(out / PLOT, records, title="train-deeplab")
+        write_record(epoch + 1, False)
+        echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / iters:.4f}, lr {lr:.3g}, {seconds:.1f} s "
+             f"({seconds / iters:.2f} s/iteration)")
+        if due(epoch + 1):
+            run_eval(epoch + 1)
+    if start >= config.epochs:
+        echo(f"{out}: already trained for {config.epochs} epochs")
+        plot_losses(out / PLOT, records, title="train-deeplab")
+    return write_record(config.epochs, True)
+
+
+def read_record(out: str | os.PathLike) -> dict:
+    """A finished or running folder's train.json."""
+    return read_json(Path(out) / RECORD)
