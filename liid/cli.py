@@ -64,6 +64,11 @@ def _register() -> None:
     main.add_command(label.command)
     from liid.commands import evaluate
     main.add_command(evaluate.command)
+    from liid.commands import train_deeplab
+    main.add_command(train_deeplab.command)
+    from liid.commands import train_maskrcnn
+    main.add_command(train_maskrcnn.command)
+    main.add_command(train_maskrcnn.predict_command)
 
 
 _register()

@@ -1,0 +1,610 @@
+"""Mask R-CNN on the pseudo instances: the embedded default trainer behind ``liid train-maskrcnn``.
+
+The last stage of the pipeline (``liid export`` → here): torchvision's Mask R-CNN R50-FPN trained on the
+pseudo-label COCO JSON as if it were ground truth, evaluated on the dataset's real ground truth.
+
+Model: exactly what ``torchvision.models.detection.maskrcnn_resnet50_fpn(num_classes=K+1, min_size,
+max_size)`` builds, without its download. With ImageNet weights (the torch hub cache file
+``resnet50-0676ba61.pth`` or ``--weights PATH``) it is the ``weights_backbone=IMAGENET1K_V1`` variant:
+frozen BatchNorm, stem and ``layer1`` frozen (detectron2's ``FREEZE_AT=2``); with ``--from-scratch`` the
+``weights_backbone=None`` one: trainable BatchNorm, every layer trained. ``--weights`` may also be a full
+Mask R-CNN state dict or one of our own checkpoints (fine-tuning; its class count must be the dataset's).
+
+Schedule (detectron2's 1x, scaled from iterations to epochs): SGD momentum 0.9, weight decay 1e-4,
+lr ``0.02·batch/16``, linear warmup from 0.001·lr over the first min(500, all) iterations, divided by 10
+at 2/3 and again at 8/9 of all iterations. Output folder::
+
+    DIR/checkpoint.pt              model + optimizer after the last finished epoch (atomic, every epoch)
+    DIR/log.jsonl, DIR/loss.png    per-step losses (total and torchvision's five parts), epoch means
+    DIR/predictions_epochN.json    COCO results list of the evaluation after epoch N
+    DIR/train.json                 settings, inputs, per-epoch seconds and evaluations, final numbers
+
+Deterministic on CPU for a given seed: init from ``torch.manual_seed(seed)``; every epoch reseeds torch
+(the RPN/RoI samplers draw from it) and the loader from (seed, epoch), flips come from (seed, epoch,
+index). So ``resume`` from an epoch boundary reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from pycocotools import mask as mask_util
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops.misc import FrozenBatchNorm2d
+from tqdm import tqdm
+
+from detection.evaluate import category_map, evaluate_instances, match_images, to_rle
+from detection.export import coco_image_ids
+from liid.atomic import read_json, write_json
+from liid.datasets.base import Dataset, ImageInfo
+from liid.errors import LiidError
+from liid.fingerprint import fingerprint
+from liid.models import hub_weights_path, load_checkpoint, pick_device, read_checkpoint, save_checkpoint
+from liid.models.backbone import _trunk_state
+from liid.models.checkpoint import FORMAT as CKPT_FORMAT
+from liid.models.checkpoint import load_state_dict_checked, read_weights_file
+from liid.training.log import plot_losses, read_log, write_log
+from liid.training.loop import check_same_settings, prepare_out
+
+FORMAT = "liid-train-maskrcnn"
+VERSION = 1
+CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
+_OURS = {CHECKPOINT, LOG, PLOT, RECORD}
+_PREDICTIONS = re.compile(r"predictions_epoch[0-9]+\.json")
+LOSSES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+WARMUP_FACTOR = 0.001  # detectron2's SOLVER.WARMUP_FACTOR
+MASK_THRESHOLD = 0.5
+
+
+def predictions_file(epoch: int) -> str:
+    return f"predictions_epoch{epoch}.json"
+
+
+@dataclass(frozen=True)
+class MaskRCNNConfig:
+    """Settings of a run; all but ``device``, ``workers`` and ``eval_every`` must match to resume."""
+
+    weights: str | None = None  # a file; None = torchvision's ImageNet ResNet50 in the torch hub cache
+    from_scratch: bool = False
+    epochs: int = 12
+    lr: float | None = None  # None = 0.02 * batch_size / 16 (detectron2's linear scaling rule)
+    batch_size: int = 2
+    min_size: int = 800
+    max_size: int = 1333
+    warmup_iters: int = 500
+    eval_every: int = 1  # 0 = never
+    seed: int = 0
+    device: str | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            object.__setattr__(self, "lr", 0.02 * self.batch_size / 16)
+        if self.epochs < 1 or self.batch_size < 1 or self.workers < 0 or self.eval_every < 0 or self.warmup_iters < 0:
+            raise LiidError(f"bad settings: epochs {self.epochs}, batch size {self.batch_size}, workers "
+                            f"{self.workers}, eval every {self.eval_every}, warmup {self.warmup_iters}")
+        if not 32 <= self.min_size <= self.max_size:
+            raise LiidError(f"--min-size {self.min_size} / --max-size {self.max_size}: need 32 <= min <= max")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LiidError(f"--lr {self.lr}: must be a positive number")
+        if self.weights is not None and self.from_scratch:
+            raise LiidError(f"--weights {self.weights} and --from-scratch exclude each other")
+
+    @property
+    def pretrained(self) -> bool:
+        """ImageNet/fine-tuning structure (frozen BN, stem and layer1 frozen) unless from scratch."""
+        return not self.from_scratch
+
+    def resumable(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "workers", "eval_every")}
+
+
+def lr_at(config: MaskRCNNConfig, iteration: int, total: int) -> float:
+    """lr of 0-based ``iteration`` of ``total``: warmup, then ÷10 at 2/3 and at 8/9 of ``total``."""
+    lr = config.lr * 0.1 ** sum(iteration >= round(total * f) for f in (2 / 3, 8 / 9))
+    warm = min(config.warmup_iters, total)
+    if iteration < warm:
+        alpha = iteration / warm
+        lr *= WARMUP_FACTOR * (1 - alpha) + alpha
+    return lr
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class PseudoLabels:
+    """The validated pseudo instances of a COCO instances JSON, per dataset image that has any."""
+
+    path: Path
+    ids: list[str]  # dataset image ids with at least one instance, in the file's order
+    rles: list[list[dict]]  # per image: RLEs with bytes counts
+    classes: list[np.ndarray]  # per image: int64 [n], dataset class indices 1..K
+    boxes: list[np.ndarray]  # per image: float32 [n, 4], XYXY, exclusive x2/y2 (the mask's box)
+    images_in_file: int
+    skipped_images: list[str] = field(default_factory=list)  # dataset ids without (non-empty) instances
+    dropped_empty: int = 0
+    dropped_crowd: int = 0
+    image_match: str = ""
+
+    @property
+    def instances(self) -> int:
+        return int(sum(len(c) for c in self.classes))
+
+    def summary(self) -> dict:
+        return {"file": str(self.path), "images": self.images_in_file, "images_used": len(self.ids),
+                "skipped_no_instances": len(self.skipped_images), "instances": self.instances,
+                "dropped_empty": self.dropped_empty, "dropped_crowd": self.dropped_crowd,
+                "image_match": self.image_match}
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+
+
+def read_pseudo_labels(dataset: Dataset, path: str | Path) -> PseudoLabels:
+    """Read and check a pseudo-label COCO instances JSON against ``dataset``; every problem is a LiidError.
+
+    Categories must be the dataset's foreground classes (same count, same names; ids free); images are
+    matched like ``liid evaluate`` does (file name, id, digits, COCO id) and must have the dataset's sizes;
+    there must be annotations, each on a listed image with a listed category and a valid segmentation.
+    Crowd and empty masks are dropped (counted).
+    """
+    path = Path(path)
+    where = str(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise LiidError(f"{where}: not a COCO instances JSON (top level is a {type(data).__name__})")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise LiidError(f"{where}: not a COCO instances JSON (no {key!r} list)")
+    names = [c.get("name") if isinstance(c, dict) else None for c in data["categories"]]
+    wanted = dataset.classes[1:]
+    if len(names) != len(wanted) or set(names) != set(wanted):
+        raise LiidError(f"{where}: its {len(names)} categories ({_shown([str(n) for n in names])}) are not the "
+                        f"{len(wanted)} classes of {dataset.source} ({_shown(wanted)})")
+    cats = category_map(data["categories"], dataset.classes, where)
+    pimgs = data["images"]
+    if not pimgs:
+        raise LiidError(f"{where}: no images")
+    for p in pimgs:
+        if not isinstance(p, dict) or not isinstance(p.get("id"), (int, str)) or isinstance(p["id"], bool):
+            raise LiidError(f"{where}: an image has no integer 'id' ({p!r})")
+    ids = [p["id"] for p in pimgs]
+    if len(set(ids)) != len(ids):
+        raise LiidError(f"{where}: image id {next(i for i in ids if ids.count(i) > 1)!r} is listed twice")
+    found, rule = match_images(pimgs, dataset, where)
+    for p, im in zip(pimgs, found, strict=True):
+        if (p.get("height", im.height), p.get("width", im.width)) != (im.height, im.width):
+            raise LiidError(f"{where}: image {p['id']!r} is {p.get('height')}x{p.get('width')}, the dataset image "
+                            f"{im.id!r} is {im.height}x{im.width}")
+    anns = data["annotations"]
+    if not anns:
+        raise LiidError(f"{where}: no annotations (no pseudo instances to train on)")
+    by_image: dict[object, ImageInfo] = dict(zip(ids, found, strict=True))
+    per: dict[str, list[tuple[dict, int]]] = {}
+    empty = crowd = 0
+    for n, a in enumerate(anns):
+        what = f"annotation {a.get('id', n) if isinstance(a, dict) else n}"
+        if not isinstance(a, dict):
+            raise LiidError(f"{where}: {what} is not an object")
+        iid, cid = a.get("image_id"), a.get("category_id")
+        im = by_image.get(iid) if isinstance(iid, (int, str)) and not isinstance(iid, bool) else None
+        if im is None:
+            raise LiidError(f"{where}: {what} has image_id {iid!r}, which is not in 'images'")
+        if not isinstance(cid, int) or isinstance(cid, bool) or cid not in cats:
+            raise LiidError(f"{where}: {what} has category_id {cid!r}, which is not a category")
+        try:
+            rle = to_rle(a.get("segmentation"), im.height, im.width)
+        except Exception as e:  # pycocotools raises bare Exception for some bad input
+            raise LiidError(f"{where}: {what} has a bad segmentation ({e})") from None
+        if a.get("iscrowd", 0):
+            crowd += 1
+            continue
+        if int(mask_util.area(rle)) == 0:
+            empty += 1
+            continue
+        per.setdefault(im.id, []).append((rle, cats[cid]))
+    out = PseudoLabels(path, [], [], [], [], len(pimgs), dropped_empty=empty, dropped_crowd=crowd, image_match=rule)
+    for im in found:
+        inst = per.get(im.id)
+        if not inst:
+            out.skipped_images.append(im.id)
+            continue
+        rles = [r for r, _ in inst]
+        xywh = np.asarray(mask_util.toBbox(rles), dtype=np.float32).reshape(-1, 4)
+        out.ids.append(im.id)
+        out.rles.append(rles)
+        out.classes.append(np.asarray([k for _, k in inst], dtype=np.int64))
+        out.boxes.append(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+    if not out.ids:
+        raise LiidError(f"{where}: no non-empty pseudo instances ({empty} empty, {crowd} crowd)")
+    return out
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] → float32 [3, H, W] in [0, 1] (Mask R-CNN's transform resizes and normalises)."""
+    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
+
+
+class MaskRCNNData(torch.utils.data.Dataset):
+    """Items ``(image [3, H, W] float, target, index)``; target = torchvision's ``boxes`` (float32 [n, 4] XYXY),
+    ``labels`` (int64 [n], 1..K) and ``masks`` (uint8 [n, H, W]), decoded from the pseudo-label RLEs.
+
+    The horizontal flip of an item is a function of (seed, epoch, index), as in ``ClassificationData``.
+    """
+
+    def __init__(self, dataset: Dataset, labels: PseudoLabels, train: bool = True, seed: int = 0):
+        self.dataset = dataset
+        self.labels = labels
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def flipped(self, index: int) -> bool:
+        return self.train and bool(np.random.default_rng((self.seed, self.epoch, index)).random() < 0.5)
+
+    def __len__(self) -> int:
+        return len(self.labels.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict, int]:
+        lab = self.labels
+        x = image_tensor(self.dataset.load_image(lab.ids[index]))
+        masks = torch.from_numpy(np.ascontiguousarray(mask_util.decode(lab.rles[index]).transpose(2, 0, 1)))
+        boxes = torch.from_numpy(lab.boxes[index].copy())
+        if self.flipped(index):
+            w = x.shape[-1]
+            x, masks = x.flip(-1), masks.flip(-1)
+            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
+        return x, {"boxes": boxes, "labels": torch.from_numpy(lab.classes[index].copy()), "masks": masks}, index
+
+
+def collate(batch: list) -> tuple:
+    """Lists of images, targets and indices (Mask R-CNN takes images of different sizes)."""
+    return tuple(zip(*batch, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def build_maskrcnn(num_classes: int, min_size: int, max_size: int, pretrained: bool = True) -> MaskRCNN:
+    """Mask R-CNN R50-FPN for K = ``num_classes`` foreground classes, randomly initialised (seed torch first).
+
+    ``pretrained``: the structure torchvision uses with ImageNet weights (``FrozenBatchNorm2d``, stem and
+    layer1 frozen); else the from-scratch one (``BatchNorm2d``, all layers trainable). State dict keys are
+    those of ``maskrcnn_resnet50_fpn``; ``model.backbone.body`` is the ResNet (conv1, bn1, layer1..4).
+    """
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None,
+                                   norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+                                   trainable_layers=3 if pretrained else 5)
+    model = MaskRCNN(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size)
+    model.num_classes = num_classes  # what load_checkpoint checks against the checkpoint's meta
+    model.backbone_name = "resnet50"
+    return model
+
+
+def _fit(state: dict, module: nn.Module) -> dict:
+    """``state`` without ``num_batches_tracked`` entries the module has no place for (frozen BatchNorm)."""
+    expected = module.state_dict()
+    return {k: v for k, v in state.items() if k in expected or not k.endswith("num_batches_tracked")}
+
+
+def _maskrcnn_state(obj: object, path: Path, num_classes: int) -> dict | None:
+    """The full Mask R-CNN state of a weights file (ours or a plain state dict), None when it holds a ResNet."""
+    if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
+        meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+        if meta.get("model") != "MaskRCNN":
+            return None
+        if meta.get("num_classes") != num_classes:
+            raise LiidError(f"{path}: a Mask R-CNN for K={meta.get('num_classes')} classes, this dataset has "
+                            f"K={num_classes}")
+        return obj["model"]
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        return None
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if not any(k.startswith("roi_heads.") for k in state):
+        return None
+    w = state.get("roi_heads.box_predictor.cls_score.weight")
+    if isinstance(w, torch.Tensor) and w.shape[0] != num_classes + 1:
+        raise LiidError(f"{path}: a Mask R-CNN for K={w.shape[0] - 1} classes, this dataset has K={num_classes}")
+    return state
+
+
+def load_initial_weights(model: MaskRCNN, config: MaskRCNNConfig) -> dict:
+    """Load ``config``'s weights into ``model``; returns what was loaded (for train.json).
+
+    The hub-cache ImageNet file or a ``--weights`` ResNet50 (torchvision state dict, or a LIID checkpoint's
+    ``backbone.*``) goes into ``model.backbone.body``; a full Mask R-CNN state dict or one of our Mask R-CNN
+    checkpoints into the whole model. Nothing is downloaded.
+    """
+    if config.from_scratch:
+        return {"kind": "scratch", "file": None}
+    if config.weights is not None:
+        path = Path(config.weights)
+        if not path.is_file():
+            raise LiidError(f"{path}: weights file not found (--weights PATH, or --from-scratch for random init)")
+    else:
+        path = hub_weights_path("resnet50")
+        if not path.is_file():
+            url = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
+            raise LiidError(f"no ImageNet weights for resnet50: tried {path} (torch hub cache, {url}); copy that "
+                            "file there, pass --weights PATH, or --from-scratch for random init")
+    obj = read_weights_file(path)
+    full = _maskrcnn_state(obj, path, model.num_classes)
+    if full is not None:
+        load_state_dict_checked(model, _fit(full, model), path, what="Mask R-CNN")
+        return {"kind": "maskrcnn", "file": str(path)}
+    body = model.backbone.body
+    load_state_dict_checked(body, _fit(_trunk_state(obj, path), body), path, what="Mask R-CNN's ResNet50 backbone")
+    return {"kind": "backbone", "file": str(path)}
+
+
+# ------------------------------------------------------------------------------------------ prediction
+
+
+def result_category_ids(dataset: Dataset) -> list[int]:
+    """COCO results ``category_id`` of class index k (list index): a COCO dataset's own category id (so
+    ``liid evaluate DATASET preds.json`` reads it), else k."""
+    ids = list(range(len(dataset.classes)))
+    if dataset.kind == "coco":
+        by_name = {c.get("name"): c.get("id") for c in read_json(dataset.source).get("categories", [])
+                   if isinstance(c, dict)}
+        ids = [0] + [int(by_name[n]) for n in dataset.classes[1:]]
+    return ids
+
+
+@torch.no_grad()
+def predict(model: MaskRCNN, dataset: Dataset, image_ids: Sequence[str], device: torch.device,
+            batch_size: int = 2, progress: bool = True, desc: str = "predict") -> list[tuple[str, int, dict, float]]:
+    """Detections of ``image_ids`` in eval mode: (image id, class index 1..K, RLE of mask > 0.5 with ASCII
+    counts, score), per image by decreasing score. The model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    out: list[tuple[str, int, dict, float]] = []
+    try:
+        bar = tqdm(range(0, len(image_ids), batch_size), desc=desc, unit="batch", leave=False,
+                   disable=None if progress else True)
+        for start in bar:
+            chunk = list(image_ids[start:start + batch_size])
+            results = model([image_tensor(dataset.load_image(i)).to(device) for i in chunk])
+            for iid, r in zip(chunk, results, strict=True):
+                if len(r["scores"]) == 0:
+                    continue
+                masks = (r["masks"][:, 0] > MASK_THRESHOLD).to(torch.uint8).cpu().numpy()
+                rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+                h, w = masks.shape[1:]
+                for rle, k, s in zip(rles, r["labels"].tolist(), r["scores"].tolist(), strict=True):
+                    out.append((iid, int(k), {"size": [h, w], "counts": rle["counts"].decode("ascii")}, float(s)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def results_list(dataset: Dataset, images: Sequence[ImageInfo], dets: list) -> tuple[list[dict], str]:
+    """A COCO results list of ``predict``'s detections, image ids as ``liid export`` numbers them (digits of
+    the id, else the COCO id, else the position), category ids as ``result_category_ids``; and the id rule."""
+    nums, rule = coco_image_ids([{"id": im.id, "coco_id": im.coco_id} for im in images])
+    eid = {im.id: n for im, n in zip(images, nums, strict=True)}
+    cat = result_category_ids(dataset)
+    return [{"image_id": eid[i], "category_id": cat[k], "segmentation": rle, "score": s}
+            for i, k, rle, s in dets], rule
+
+
+def score(dataset: Dataset, images: Sequence[ImageInfo], dets: list) -> dict:
+    """``evaluate_instances`` numbers of the detections (headline numbers only; zeros when there are none).
+
+    Scored as a COCO instances dict keyed by the dataset's own image ids, so the matching is exact."""
+    if not dets:
+        return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "abo": 0.0, "abo_class_agnostic": 0.0, "predictions": 0,
+                "images": len(images)}
+    data = {"images": [{"id": im.id, "height": im.height, "width": im.width} for im in images],
+            "annotations": [{"id": n + 1, "image_id": i, "category_id": k, "segmentation": rle, "score": s}
+                            for n, (i, k, rle, s) in enumerate(dets)],
+            "categories": [{"id": k, "name": c} for k, c in enumerate(dataset.classes) if k > 0]}
+    r = evaluate_instances(dataset, data, progress=False)
+    return {k: r[k] for k in ("ap", "ap50", "ap75", "abo", "abo_class_agnostic", "predictions", "images",
+                              "gt_instances")}
+
+
+def evaluation_images(dataset: Dataset, train: Dataset) -> list[ImageInfo]:
+    """The images of ``dataset`` with ground-truth instances; its classes must be ``train``'s."""
+    if dataset.classes != train.classes:
+        raise LiidError(f"evaluation dataset {dataset.source}: classes ({_shown(dataset.classes[1:])}) differ from "
+                        f"the training dataset's ({_shown(train.classes[1:])})")
+    if not dataset.has_instances:
+        return []
+    images, n_gt = [], 0
+    for im in dataset.images:
+        inst = dataset.instances(im.id)
+        if inst is not None:
+            images.append(im)
+            n_gt += int((~inst.iscrowd).sum())
+    return images if n_gt else []
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def _ours(out: Path) -> set[str]:
+    extra = {p.name for p in out.iterdir() if _PREDICTIONS.fullmatch(p.name)} if out.is_dir() else set()
+    return _OURS | extra
+
+
+def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path, config: MaskRCNNConfig,
+                   eval_dataset: Dataset | None = None, resume: bool = False, overwrite: bool = False,
+                   progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Train (or resume) Mask R-CNN on the pseudo instances ``pseudo_labels`` of ``dataset``; returns train.json.
+
+    Evaluates every ``config.eval_every`` epochs and after the last on ``eval_dataset`` (default
+    ``dataset``) images with ground truth. Everything (pseudo labels, weights, device, resume checkpoint)
+    is validated before the folder is touched.
+    """
+    out = Path(out)
+    device = pick_device(config.device)
+    labels = read_pseudo_labels(dataset, pseudo_labels)
+    data = MaskRCNNData(dataset, labels, train=True, seed=config.seed)
+    ev_ds = eval_dataset if eval_dataset is not None else dataset
+    ev_images = evaluation_images(ev_ds, dataset) if config.eval_every > 0 else []
+    torch.manual_seed(config.seed)
+    model = build_maskrcnn(dataset.num_classes, config.min_size, config.max_size, pretrained=config.pretrained)
+    init = load_initial_weights(model, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    pseudo_fp = fingerprint(labels.path)
+    has_ckpt = prepare_out(out, resume, overwrite, _ours(out), "train-maskrcnn")
+    start, records, seconds, evaluations = 0, [], [], []
+    if has_ckpt:
+        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count and optimizer checked
+        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
+        if meta.get("pseudo_labels_fingerprint") != pseudo_fp:
+            raise LiidError(f"{out / CHECKPOINT}: the pseudo labels {labels.path} changed since this run started; "
+                            "resume with the same file, or --overwrite")
+        start = int(meta["epoch"])
+        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
+        evaluations = [r["evaluation"] for r in records if r.get("type") == "epoch" and r.get("evaluation")]
+        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
+    elif resume:
+        echo(f"{out}: no checkpoint to resume from; starting from scratch")
+    out.mkdir(exist_ok=True)
+    if labels.skipped_images:
+        echo(f"{len(labels.skipped_images)} of {labels.images_in_file} images have no pseudo instances; skipped")
+    if config.eval_every > 0 and not ev_images:
+        echo(f"note: {ev_ds.source} has no ground-truth instances; no evaluation")
+    model.to(device)
+    model.train()
+    per_epoch = math.ceil(len(data) / config.batch_size)
+    total = per_epoch * config.epochs
+    meta = {"backbone": "resnet50", "num_classes": dataset.num_classes, "class_names": dataset.classes,
+            "config": config.resumable(), "dataset": dataset.describe(), "min_size": config.min_size,
+            "max_size": config.max_size, "pseudo_labels": str(labels.path), "pseudo_labels_fingerprint": pseudo_fp}
+    record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "device": str(device),
+              "dataset": dataset.describe(), "pseudo_labels": labels.summary(), "initial_weights": init,
+              "frozen_bn": config.pretrained, "trainable_backbone_layers": 3 if config.pretrained else 5,
+              "images": len(data), "iterations_per_epoch": per_epoch, "iterations": total,
+              "schedule": {"warmup_iters": min(config.warmup_iters, total), "warmup_factor": WARMUP_FACTOR,
+                           "steps": [round(total * 2 / 3), round(total * 8 / 9)]},
+              "evaluation_dataset": ev_ds.describe() if ev_images else None, "evaluation_images": len(ev_images)}
+    for epoch in range(start, config.epochs):
+        data.set_epoch(epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # RPN / RoI sampling
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
+                                             collate_fn=collate, num_workers=config.workers)
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"train-maskrcnn {epoch + 1}/{config.epochs}", unit="it",
+                   disable=None if progress else True, leave=False)
+        lr = config.lr
+        for step, (xs, targets, idx) in enumerate(bar):
+            it = epoch * per_epoch + step
+            lr = lr_at(config, it, total)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            xs = [x.to(device, non_blocking=True) for x in xs]
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            parts = model(xs, targets)
+            loss = sum(parts.values())
+            if not torch.isfinite(loss):
+                bad = [labels.ids[i] for i in idx]
+                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step} (images {bad}); "
+                                "lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            values = {"loss": float(loss.item()), **{k.removeprefix("loss_"): float(parts[k].item()) for k in LOSSES}}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            records.append({"type": "step", "epoch": epoch + 1, "step": step, "iteration": it, **values, "lr": lr})
+            bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()})
+        bar.close()
+        seconds.append(time.perf_counter() - t0)
+        means = {k: v / per_epoch for k, v in sums.items()}
+        rec = {"type": "epoch", "epoch": epoch + 1, **means, "lr": lr, "seconds": seconds[-1],
+               "seconds_per_iteration": seconds[-1] / per_epoch}
+        if ev_images and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+            rec["evaluation"] = evaluate_epoch(model, ev_ds, ev_images, out, epoch + 1, device, config.batch_size,
+                                               progress)
+            evaluations.append(rec["evaluation"])
+        records.append(rec)
+        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
+        write_log(out / LOG, records)
+        plot_losses(out / PLOT, records, title="train-maskrcnn")
+        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False, "evaluations": evaluations})
+        ev_txt = ""
+        if "evaluation" in rec:
+            e = rec["evaluation"]
+            ev_txt = f", mask AP {e['ap']:.3f} AP50 {e['ap50']:.3f} AP75 {e['ap75']:.3f} ABO {e['abo']:.3f}"
+        echo(f"epoch {epoch + 1}/{config.epochs}: loss {means['loss']:.4f} (mask {means['mask']:.4f}), lr {lr:g}, "
+             f"{seconds[-1]:.1f} s{ev_txt}")
+    if start >= config.epochs:
+        echo(f"{out}: already trained for {config.epochs} epochs")
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    final = {k: epochs[-1].get(k) for k in ("loss", *(k.removeprefix("loss_") for k in LOSSES))} if epochs else {}
+    final["evaluation"] = evaluations[-1] if evaluations else None
+    final["seconds_per_epoch"] = float(np.mean(seconds)) if seconds else None
+    final["seconds_per_iteration"] = float(np.sum(seconds) / (len(seconds) * per_epoch)) if seconds else None
+    record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds,
+              "evaluations": evaluations, "final": final}
+    write_json(out / RECORD, record)
+    return record
+
+
+def evaluate_epoch(model: MaskRCNN, dataset: Dataset, images: list[ImageInfo], out: Path, epoch: int,
+                   device: torch.device, batch_size: int, progress: bool) -> dict:
+    """Predict ``images``, write ``out/predictions_epochN.json`` (COCO results list), return the scores."""
+    dets = predict(model, dataset, [im.id for im in images], device, batch_size, progress, desc=f"evaluate {epoch}")
+    results, _ = results_list(dataset, images, dets)
+    name = predictions_file(epoch)
+    write_json(out / name, results, compact=True)
+    return {"epoch": epoch, **score(dataset, images, dets), "file": name}
+
+
+# ------------------------------------------------------------------------------------------- inference
+
+
+def load_trained(path: str | Path, device: torch.device) -> tuple[MaskRCNN, dict]:
+    """A ``train-maskrcnn`` folder (its checkpoint.pt) or checkpoint as an eval-mode model, and its meta."""
+    path = Path(path)
+    file = path / CHECKPOINT if path.is_dir() else path
+    ckpt = read_checkpoint(file)
+    meta = ckpt["meta"]
+    if meta.get("model") != "MaskRCNN":
+        raise LiidError(f"{file}: holds a {meta.get('model')}, not a Mask R-CNN (a `liid train-maskrcnn` folder)")
+    cfg = meta.get("config", {})
+    model = build_maskrcnn(int(meta["num_classes"]), int(meta["min_size"]), int(meta["max_size"]),
+                           pretrained=not cfg.get("from_scratch", False))
+    load_state_dict_checked(model, ckpt["model"], file, what="Mask R-CNN")
+    return model.to(device).eval(), meta
+
+
+def predict_dataset(dataset: Dataset, model_path: str | Path, device: str | None = None, batch_size: int = 2,
+                    progress: bool = True) -> tuple[list[dict], dict]:
+    """COCO results list of a trained model on every image of ``dataset`` (its classes must be the model's)."""
+    dev = pick_device(device)
+    model, meta = load_trained(model_path, dev)
+    if meta.get("class_names") != dataset.classes:
+        raise LiidError(f"{model_path}: trained for classes ({_shown(meta.get('class_names', [])[1:])}), "
+                        f"{dataset.source} has ({_shown(dataset.classes[1:])})")
+    dets = predict(model, dataset, [im.id for im in dataset.images], dev, batch_size, progress)
+    results, rule = results_list(dataset, dataset.images, dets)
+    return results, {"images": len(dataset.images), "predictions": len(results), "image_ids": rule,
+                     "epoch": meta.get("epoch")}

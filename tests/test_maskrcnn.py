@@ -1,0 +1,279 @@
+"""train-maskrcnn / predict-maskrcnn: one step per epoch on CPU from scratch on 64 px synthetic images with
+pseudo labels written from the ground truth; exact resume, checkpoint reload, evaluation numbers, ImageNet
+weights into the backbone, and the one-line errors of bad inputs (nothing written)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from cli_helpers import assert_one_line_error, invoke
+from pycocotools import mask as mask_util
+
+import liid.training.maskrcnn as mr
+from liid.datasets import open_dataset
+from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.models import hub_weights_path, load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = ["--from-scratch", "--min-size", "64", "--max-size", "96", "--batch-size", "2", "--device", "cpu"]
+CONFIG = mr.MaskRCNNConfig(from_scratch=True, min_size=64, max_size=96, batch_size=2, epochs=2, device="cpu")
+EVAL = ["--eval-split", "one"]  # with --eval-dataset DATASET
+
+
+def pseudo_json(root: Path, path: Path, skip: tuple[int, ...] = ()) -> dict:
+    """A pseudo-label COCO JSON written from the ground-truth masks (RLE), images ``skip`` without instances."""
+    ds = open_dataset(root)
+    images, anns = [], []
+    for n, im in enumerate(ds.images):
+        images.append({"id": n + 1, "file_name": im.file.name, "height": im.height, "width": im.width})
+        if n in skip:
+            continue
+        inst = ds.instances(im.id)
+        for m, k in zip(inst.masks, inst.classes, strict=True):
+            rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+            anns.append({"id": len(anns) + 1, "image_id": n + 1, "category_id": int(k),
+                         "segmentation": {"size": [im.height, im.width], "counts": rle["counts"].decode("ascii")},
+                         "area": float(m.sum()), "bbox": [float(v) for v in mask_util.toBbox(rle)], "iscrowd": 0,
+                         "score": 0.9})
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"id": k, "name": c, "supercategory": "shape"} for k, c in enumerate(ds.classes) if k]}
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory) -> tuple[Path, Path]:
+    """3 images (the last without pseudo instances: 2 trained, 1 step per epoch) and their pseudo labels; the
+    image set ``one`` (the first image) is the evaluation set (inference of a random model is slow on CPU)."""
+    base = tmp_path_factory.mktemp("mrcnn")
+    write_synthetic(base / "syn", 3, seed=0, config=SyntheticConfig(size=64), val_fraction=0.0, progress=False)
+    (base / "syn" / "ImageSets" / "Segmentation" / "one.txt").write_text("syn_000000\n")
+    pseudo_json(base / "syn", base / "pseudo.json", skip=(2,))
+    return base / "syn", base / "pseudo.json"
+
+
+def step_losses(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["type"] == "step"]
+
+
+@pytest.fixture(scope="module")
+def trained(syn, tmp_path_factory) -> Path:
+    """A 2-epoch run interrupted after epoch 1 (checkpoint, log and train.json written), then resumed by the CLI."""
+    root, pseudo = syn
+    out = tmp_path_factory.mktemp("runs") / "a"
+    real = mr.write_json
+
+    def crash_after_record(path, *a, **k):
+        real(path, *a, **k)
+        if Path(path).name == "train.json":
+            raise KeyboardInterrupt
+
+    mr.write_json = crash_after_record
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mr.train_maskrcnn(open_dataset(root), pseudo, out, CONFIG, eval_dataset=open_dataset(root, split="one"),
+                              progress=False, echo=lambda s: None)
+    finally:
+        mr.write_json = real
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["meta"]["epoch"] == 1
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", out, "--epochs", "2", *FAST)
+    assert res.exit_code == 2 and "--resume" in res.stderr
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", out, "--epochs", "2", "--resume",
+                 "--eval-dataset", root, *EVAL, *FAST)
+    assert res.exit_code == 0, res.output
+    assert "resuming after epoch 1/2" in res.output and "1 of 3 images have no pseudo instances" in res.output
+    return out
+
+
+def test_outputs_and_losses(trained):
+    for name in ("checkpoint.pt", "log.jsonl", "loss.png", "train.json", "predictions_epoch1.json",
+                 "predictions_epoch2.json"):
+        assert (trained / name).is_file(), name
+    rec = json.loads((trained / "train.json").read_text())
+    assert rec["finished"] and rec["epochs_done"] == 2 and rec["images"] == 2 and rec["iterations"] == 2
+    assert rec["pseudo_labels"]["skipped_no_instances"] == 1 and rec["pseudo_labels"]["image_match"] == "file_name"
+    assert rec["frozen_bn"] is False and rec["settings"]["lr"] == pytest.approx(0.02 * 2 / 16)
+    steps = step_losses(trained)
+    assert [(s["epoch"], s["iteration"]) for s in steps] == [(1, 0), (2, 1)]
+    for s in steps:
+        assert all(math.isfinite(s[k]) and s[k] >= 0 for k in ("loss", "classifier", "box_reg", "mask",
+                                                                "objectness", "rpn_box_reg"))
+    assert steps[0]["lr"] == pytest.approx(0.0025 * mr.WARMUP_FACTOR)
+    ckpt = torch.load(trained / "checkpoint.pt", weights_only=True)
+    meta = ckpt["meta"]
+    assert meta["epoch"] == 2 and meta["num_classes"] == 6 and meta["model"] == "MaskRCNN"
+    assert meta["backbone"] == "resnet50" and meta["class_names"][0] == "background"
+
+
+def test_resume_matches_uninterrupted(syn, trained, tmp_path):
+    root, pseudo = syn
+    out = tmp_path / "b"  # --eval-every does not change training, so it may differ from the resumed run's
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", out, "--epochs", "2", "--eval-every", "0",
+                 *FAST)
+    assert res.exit_code == 0, res.output
+    assert [s["loss"] for s in step_losses(out)] == [s["loss"] for s in step_losses(trained)]
+    a = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(trained / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(out.glob("predictions_*"))
+
+
+def test_checkpoint_reloads_identically(trained):
+    saved = torch.load(trained / "checkpoint.pt", weights_only=True)["model"]
+    torch.manual_seed(123)
+    model = mr.build_maskrcnn(6, 64, 96, pretrained=False)
+    assert not all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    load_checkpoint(trained / "checkpoint.pt", model)
+    state = model.state_dict()
+    assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in state)
+    loaded, meta = mr.load_trained(trained, torch.device("cpu"))
+    assert not loaded.training and meta["min_size"] == 64 and meta["max_size"] == 96
+
+
+def test_evaluation_numbers(syn, trained):
+    rec = json.loads((trained / "train.json").read_text())
+    evs = rec["evaluations"]
+    assert [e["epoch"] for e in evs] == [1, 2] and rec["final"]["evaluation"] == evs[-1]
+    for e in evs:
+        assert e["images"] == 1 and e["file"] == f"predictions_epoch{e['epoch']}.json"
+        for k in ("ap", "ap50", "ap75", "abo", "abo_class_agnostic"):
+            assert 0.0 <= e[k] <= 1.0, k
+    results = json.loads((trained / evs[-1]["file"]).read_text())
+    assert isinstance(results, list) and len(results) == evs[-1]["predictions"]
+    if not results:
+        assert evs[-1]["ap"] == evs[-1]["abo"] == 0.0
+        return
+    r = results[0]  # a COCO results list that `liid evaluate` scores exactly as training did
+    assert set(r) == {"image_id", "category_id", "segmentation", "score"} and r["segmentation"]["size"] == [64, 64]
+    res = invoke("evaluate", syn[0], trained / evs[-1]["file"], "--split", "one")
+    assert res.exit_code == 0, res.output
+    last = json.loads(res.output.strip().splitlines()[-1])
+    for k in ("ap", "ap50", "ap75", "abo"):
+        assert last[k] == pytest.approx(evs[-1][k]), k
+
+
+def test_predict_command(syn, trained, tmp_path):
+    out = tmp_path / "preds.json"
+    res = invoke("predict-maskrcnn", syn[0], "--model", trained, "--out", out, "--split", "one", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    preds = json.loads(out.read_text())
+    assert isinstance(preds, list) and all(0 <= p["score"] <= 1 and 1 <= p["category_id"] <= 6 for p in preds)
+    assert preds == json.loads((trained / "predictions_epoch2.json").read_text())  # the same model, same image
+    assert_one_line_error(invoke("predict-maskrcnn", syn[0], "--model", trained, "--out", out), "--overwrite")
+
+
+def test_resnet_file_loads_into_backbone(tmp_path):
+    torch.manual_seed(7)
+    resnet = torchvision.models.resnet50()
+    torch.save(resnet.state_dict(), tmp_path / "r50.pth")
+    torch.manual_seed(0)
+    model = mr.build_maskrcnn(6, 64, 96, pretrained=True)
+    before = {k: v.clone() for k, v in model.backbone.body.state_dict().items()}
+    info = mr.load_initial_weights(model, mr.MaskRCNNConfig(weights=str(tmp_path / "r50.pth")))
+    assert info == {"kind": "backbone", "file": str(tmp_path / "r50.pth")}
+    body = model.backbone.body.state_dict()
+    assert torch.equal(body["conv1.weight"], resnet.conv1.weight) and not torch.equal(body["conv1.weight"],
+                                                                                       before["conv1.weight"])
+    assert torch.equal(body["layer4.2.bn3.running_var"], resnet.layer4[2].bn3.running_var)
+    body = model.backbone.body  # torchvision's ImageNet structure: stem and layer1 frozen
+    assert not body.conv1.weight.requires_grad and body.layer2[0].conv1.weight.requires_grad
+
+
+def test_no_weights_names_hub_path(syn, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root, pseudo = syn
+    args = [a for a in FAST if a != "--from-scratch"]
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", tmp_path / "w", *args)
+    assert_one_line_error(res, str(hub_weights_path("resnet50")), "--from-scratch")
+    assert res.exit_code == 2 and not (tmp_path / "w").exists()
+
+
+def _mismatched_images(doc: dict) -> None:
+    doc["images"][1]["file_name"], doc["images"][1]["id"] = "elsewhere.jpg", 99
+    for a in doc["annotations"]:
+        a["image_id"] = 99 if a["image_id"] == 2 else a["image_id"]
+
+
+def _no_annotations(doc: dict) -> None:
+    doc["annotations"] = []
+
+
+def _fewer_categories(doc: dict) -> None:
+    doc["categories"] = doc["categories"][:3]
+
+
+def _renamed_category(doc: dict) -> None:
+    doc["categories"][0]["name"] = "blob"
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (_mismatched_images, ["1 of its 3 images match no image", "pseudo"]),
+    (_no_annotations, ["no annotations"]),
+    (_fewer_categories, ["3 categories", "6 classes"]),
+    (_renamed_category, ["blob", "6 classes"]),
+])
+def test_bad_pseudo_labels(syn, tmp_path, edit, words):
+    root, pseudo = syn
+    doc = json.loads(pseudo.read_text())
+    edit(doc)
+    bad = tmp_path / "pseudo_bad.json"
+    bad.write_text(json.dumps(doc))
+    res = invoke("train-maskrcnn", root, "--train-json", bad, "--out", tmp_path / "o", *FAST)
+    assert_one_line_error(res, str(bad), *words)
+    assert res.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_weights_of_other_class_count(trained, tmp_path):
+    root = tmp_path / "syn3"
+    write_synthetic(root, 2, seed=1, config=SyntheticConfig(size=64, classes=3), val_fraction=0.0, progress=False)
+    pseudo_json(root, tmp_path / "p3.json")
+    args = [a for a in FAST if a != "--from-scratch"]
+    res = invoke("train-maskrcnn", root, "--train-json", tmp_path / "p3.json", "--out", tmp_path / "o",
+                 "--weights", trained / "checkpoint.pt", *args)
+    assert_one_line_error(res, "K=6", "K=3", "checkpoint.pt")
+    assert res.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_data_items_and_flips(syn):
+    root, pseudo = syn
+    ds = open_dataset(root)
+    data = mr.MaskRCNNData(ds, mr.read_pseudo_labels(ds, pseudo), seed=0)
+    assert len(data) == 2
+    flips = {}
+    for e in range(4):
+        data.set_epoch(e)
+        flips.update({(e, i): data.flipped(i) for i in range(2)})
+    assert any(flips.values()) and not all(flips.values())
+    for (e, i), f in flips.items():
+        data.set_epoch(e)
+        x, t, idx = data[i]
+        n = len(t["labels"])
+        assert x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1 and idx == i
+        assert t["masks"].shape == (n, 64, 64) and t["masks"].dtype == torch.uint8 and t["boxes"].dtype == torch.float32
+        assert bool((t["labels"] >= 1).all()) and bool((t["labels"] <= 6).all())
+        for m, b in zip(t["masks"], t["boxes"], strict=True):  # each box is its (flipped) mask's box, exclusive
+            ys, xs = np.nonzero(m.numpy())
+            assert b.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        if f:
+            data.train = False
+            plain = data[i][0]
+            data.train = True
+            assert torch.equal(x, plain.flip(-1))
+
+
+def test_lr_schedule():
+    cfg = mr.MaskRCNNConfig(batch_size=16, epochs=12)
+    assert cfg.lr == pytest.approx(0.02)
+    total = 9000
+    assert mr.lr_at(cfg, 0, total) == pytest.approx(0.02 * mr.WARMUP_FACTOR)
+    assert mr.lr_at(cfg, 250, total) == pytest.approx(0.02 * (mr.WARMUP_FACTOR * 0.5 + 0.5))
+    assert mr.lr_at(cfg, 500, total) == pytest.approx(0.02)
+    assert mr.lr_at(cfg, 5999, total) == pytest.approx(0.02) and mr.lr_at(cfg, 6000, total) == pytest.approx(0.002)
+    assert mr.lr_at(cfg, 7999, total) == pytest.approx(0.002) and mr.lr_at(cfg, 8000, total) == pytest.approx(2e-4)
