@@ -8,8 +8,8 @@
                          full summary in OUT/proposals_eval.json
 4. tools/demo_graph.py   kNN graph + exact multiway cut on a generated feature store, OUT/graph
 
-The MIL network that turns proposals into a feature store is a later issue; until then step 4 runs on
-generated features. Every step skips work whose output is already there from the same inputs (the
+Step 4 runs on generated features; the MIL stages that make real ones run in tools/bench_mil.py.
+Every step skips work whose output is already there from the same inputs (the
 evaluation, a one-second report, is redone), so a rerun is quick. A failing step stops the demo with
 its exit status.
 """
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MIL_NOTE = ("note: the MIL network that turns proposals into a feature store is a later issue; "
-            "the graph demo runs on generated features")
+MIL_NOTE = ("note: the MIL stages (train-cls, train-mil, extract) run end to end in tools/bench_mil.py; "
+            "this graph demo runs on generated features")
 
 
 def liid() -> list[str]:
