@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from liid.atomic import read_json
 from liid.datasets.base import IGNORE, Dataset, ImageInfo
+from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from proposals.store import rle_areas
 
@@ -141,6 +141,23 @@ def _result_categories(dataset: Dataset) -> list[dict] | None:
     return cats if isinstance(cats, list) else None
 
 
+def match_coco_images(pimgs: list, dataset: Dataset, where: str) -> tuple[list, list[ImageInfo], str]:
+    """A COCO JSON's ``images`` checked (an id each, no id twice) and matched to the dataset's images, sizes
+    included: ``(ids, dataset images, matching rule)``."""
+    for p in pimgs:
+        if not isinstance(p, dict) or not isinstance(p.get("id"), (int, str)) or isinstance(p["id"], bool):
+            raise LiidError(f"{where}: an image has no integer 'id' ({p!r})")
+    ids = [p["id"] for p in pimgs]
+    if len(set(ids)) != len(ids):
+        raise LiidError(f"{where}: image id {next(i for i in ids if ids.count(i) > 1)!r} is listed twice")
+    found, rule = match_images(pimgs, dataset, where)
+    for p, im in zip(pimgs, found, strict=True):
+        if (p.get("height", im.height), p.get("width", im.width)) != (im.height, im.width):
+            raise LiidError(f"{where}: image {p['id']!r} is {p.get('height')}x{p.get('width')}, the dataset "
+                            f"image {im.id!r} is {im.height}x{im.width}")
+    return ids, found, rule
+
+
 def _pred_images(data: dict | list, dataset: Dataset, where: str,
                  image_ids: Sequence[str] | None) -> tuple[list, list[tuple[int, ImageInfo]], str]:
     """The annotations, the evaluated images as (evaluation id, dataset image), and the matching rule."""
@@ -148,18 +165,7 @@ def _pred_images(data: dict | list, dataset: Dataset, where: str,
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
                 raise LiidError(f"{where}: not a COCO instances JSON (no {key!r} list)")
-        pimgs = data["images"]
-        for p in pimgs:
-            if not isinstance(p, dict) or not isinstance(p.get("id"), (int, str)) or isinstance(p["id"], bool):
-                raise LiidError(f"{where}: an image has no integer 'id' ({p!r})")
-        ids = [p["id"] for p in pimgs]
-        if len(set(ids)) != len(ids):
-            raise LiidError(f"{where}: image id {next(i for i in ids if ids.count(i) > 1)!r} is listed twice")
-        found, rule = match_images(pimgs, dataset, where)
-        for p, im in zip(pimgs, found, strict=True):
-            if (p.get("height", im.height), p.get("width", im.width)) != (im.height, im.width):
-                raise LiidError(f"{where}: image {p['id']!r} is {p.get('height')}x{p.get('width')}, the dataset "
-                                f"image {im.id!r} is {im.height}x{im.width}")
+        ids, found, rule = match_coco_images(data["images"], dataset, where)
         return data["annotations"], list(zip(ids, found, strict=True)), rule
     anns = data
     for a in anns:
@@ -336,24 +342,7 @@ def evaluate_instances(dataset: Dataset, pred: dict | list | str | os.PathLike,
 
 def read_prediction_png(file: Path, height: int, width: int, num_classes: int) -> np.ndarray:
     """A palette or grayscale PNG as class indices uint8 [H, W]; checked for size and values (0..K, 255)."""
-    try:
-        with Image.open(file) as im:
-            im.load()
-            if im.mode not in ("P", "L"):
-                raise LiidError(f"{file}: expected a palette or grayscale PNG, got mode {im.mode}")
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise LiidError(f"{file}: file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise LiidError(f"{file}: unreadable PNG ({e})") from None
-    if arr.shape != (height, width):
-        raise LiidError(f"{file}: prediction is {arr.shape[0]}x{arr.shape[1]} (HxW), the image is "
-                        f"{height}x{width}")
-    bad = (arr > num_classes) & (arr != IGNORE)
-    if bad.any():
-        raise LiidError(f"{file}: pixel value {int(arr[bad][0])} is not a class index (0..{num_classes}) "
-                        f"nor {IGNORE}")
-    return arr.astype(np.uint8, copy=False)
+    return read_index_png(file, height, width, num_classes, what="prediction")
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

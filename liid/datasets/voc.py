@@ -113,8 +113,14 @@ def parse_xml(file: Path, class_index: dict[str, int]) -> _Annotation:
     return _Annotation(_int(size, "height"), _int(size, "width"), tuple(objects))
 
 
-def read_index_png(file: Path, height: int, width: int) -> np.ndarray:
-    """A palette ("P") or grayscale ("L") PNG as its uint8 indices [H, W]; checked against the image size."""
+def read_index_png(file: Path, height: int, width: int, num_classes: int | None = None, what: str = "ground truth",
+                   image: str = "the image") -> np.ndarray:
+    """A palette ("P") or grayscale ("L") PNG as its uint8 indices [H, W]; checked against the image size and,
+    given ``num_classes`` K, for values outside 0..K other than 255 (ignore).
+
+    The one reader of label PNGs: VOC ground truth, pseudo-masks, semantic predictions. ``what`` and ``image``
+    name the file's role and its image in the error messages.
+    """
     try:
         with Image.open(file) as im:
             im.load()
@@ -126,7 +132,12 @@ def read_index_png(file: Path, height: int, width: int) -> np.ndarray:
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise LiidError(f"{file}: unreadable PNG ({e})") from None
     if arr.shape != (height, width):
-        raise LiidError(f"{file}: ground truth is {arr.shape[0]}x{arr.shape[1]}, the image is {height}x{width}")
+        raise LiidError(f"{file}: {what} is {arr.shape[0]}x{arr.shape[1]} (HxW), {image} is {height}x{width}")
+    if num_classes is not None:
+        bad = (arr > num_classes) & (arr != IGNORE)
+        if bad.any():
+            raise LiidError(f"{file}: pixel value {int(arr[bad][0])} is not a class index (0..{num_classes}) "
+                            f"nor {IGNORE}")
     return arr.astype(np.uint8, copy=False)
 
 

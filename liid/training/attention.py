@@ -20,7 +20,8 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import attention_pseudo_labels, cam_box_scores
-from liid.models import MultiLabelClassifier, build_backbone, load_checkpoint, read_checkpoint
+from liid.models import MultiLabelClassifier
+from liid.models.trained import load_trained
 from liid.training.cams import compute_cams
 from liid.training.mil_data import ProposalSet
 
@@ -40,18 +41,10 @@ def load_classifier(path: str | Path, dataset: Dataset, device: torch.device) ->
 
     A checkpoint for another class count or other class names is refused with one line.
     """
-    path = Path(path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
-    meta = read_checkpoint(file)["meta"]
-    names = meta.get("class_names")
-    if meta.get("num_classes") == dataset.num_classes and names is not None and list(names) != dataset.classes:
-        raise LiidError(f"checkpoint {file} was trained on classes {names[1:]}, the dataset has "
-                        f"{dataset.classes[1:]}")
-    trunk, channels = build_backbone(str(meta.get("backbone")), from_scratch=True, freeze_bn=True)
-    model = MultiLabelClassifier(trunk, channels, dataset.num_classes)
-    load_checkpoint(file, model)
+    model, meta = load_trained(path, MultiLabelClassifier, dataset.classes, device, "CAM classifier",
+                               "use a train-cls folder")
     size = int(meta.get("size") or meta.get("config", {}).get("size") or 448)
-    return model.to(device).eval(), size
+    return model, size
 
 
 def image_attention_labels(cams: np.ndarray, boxes: np.ndarray, labels: np.ndarray, eta: float,

@@ -26,7 +26,31 @@ def to_input(image: np.ndarray, size: int) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-class ClassificationData(torch.utils.data.Dataset):
+class EpochData(torch.utils.data.Dataset):
+    """A training set whose augmentation of item ``index`` depends only on ``(seed, epoch, index)``.
+
+    Never on a global random state or the loader's order, so a run resumed from an epoch boundary sees
+    exactly the augmentations of an uninterrupted run. Subclasses set ``train`` and ``seed``.
+    """
+
+    train: bool = True
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentations ``__getitem__`` draws (call before building the epoch's loader)."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The random stream of item ``index`` this epoch."""
+        return np.random.default_rng((self.seed, self.epoch, index))
+
+    def flipped(self, index: int) -> bool:
+        """Whether item ``index`` is flipped this epoch (training only): a function of (seed, epoch, index)."""
+        return self.train and bool(self.rng(index).random() < 0.5)
+
+
+class ClassificationData(EpochData):
     """Items ``(image [3, size, size], target [K] float32, index)``; target = foreground labels (no background).
 
     The label vectors are read up front: a dataset without image labels, or any image without a foreground
@@ -55,14 +79,6 @@ class ClassificationData(torch.utils.data.Dataset):
                                 "remove it from the split")
             targets.append(v)
         self.targets = torch.from_numpy(np.stack(targets).astype(np.float32))
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose flips ``__getitem__`` draws (call before building the epoch's loader)."""
-        self.epoch = int(epoch)
-
-    def flipped(self, index: int) -> bool:
-        """Whether item ``index`` is flipped this epoch (training only): a function of (seed, epoch, index)."""
-        return self.train and bool(np.random.default_rng((self.seed, self.epoch, index)).random() < 0.5)
 
     def __len__(self) -> int:
         return len(self.ids)

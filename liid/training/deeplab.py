@@ -50,13 +50,15 @@ from detection.evaluate import confusion, semantic_scores
 from detection.export import write_palette_png
 from liid.atomic import atomic_dir, read_json, write_json
 from liid.datasets.base import IGNORE, Dataset
+from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, load_checkpoint, pick_device, save_checkpoint
 from liid.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liid.models.checkpoint import read_weights_file
-from liid.training.log import plot_losses, read_log, write_log
-from liid.training.loop import check_same_settings, prepare_out
+from liid.training.data import EpochData
+from liid.training.log import plot_losses, write_log
+from liid.training.loop import prepare_out, resume_from
 
 FORMAT = "liid-train-deeplab"
 VERSION = 1
@@ -199,24 +201,7 @@ def make_optimizer(model: DeepLab, lr: float) -> torch.optim.SGD:
 
 def read_mask(file: Path, image_id: str, height: int, width: int, num_classes: int) -> np.ndarray:
     """A pseudo-mask PNG (palette or grayscale) as uint8 class indices [H, W]; size and values checked."""
-    try:
-        with Image.open(file) as im:
-            im.load()
-            if im.mode not in ("P", "L"):
-                raise LiidError(f"{file}: expected a palette or grayscale PNG, got mode {im.mode}")
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise LiidError(f"{file}: file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise LiidError(f"{file}: unreadable PNG ({e})") from None
-    if arr.shape != (height, width):
-        raise LiidError(f"{file}: pseudo-mask is {arr.shape[0]}x{arr.shape[1]} (HxW), its image {image_id!r} is "
-                        f"{height}x{width}")
-    bad = (arr > num_classes) & (arr != IGNORE)
-    if bad.any():
-        raise LiidError(f"{file}: pixel value {int(arr[bad][0])} is not a class index (0..{num_classes}) "
-                        f"nor {IGNORE}")
-    return arr.astype(np.uint8, copy=False)
+    return read_index_png(file, height, width, num_classes, what="pseudo-mask", image=f"its image {image_id!r}")
 
 
 def check_masks(dataset: Dataset, masks: Path, progress: bool = True) -> None:
@@ -252,7 +237,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-class SegmentationData(torch.utils.data.Dataset):
+class SegmentationData(EpochData):
     """Items ``(image [3, crop, crop] float32, mask [crop, crop] int64 (255 = ignore), index)``.
 
     The masks are validated on construction (``check_masks``), before any training starts.
@@ -272,16 +257,13 @@ class SegmentationData(torch.utils.data.Dataset):
             raise LiidError(f"{dataset.source}: no images to train on")
         check_masks(dataset, self.masks, progress)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.ids)
 
     def augment(self, index: int) -> Augment:
         """Item ``index``'s augmentation this epoch: a function of (seed, epoch, index) and the image size."""
         info = self.dataset.info(self.ids[index])
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        rng = self.rng(index)
         scale = float(rng.uniform(*SCALES))
         h, w = max(1, round(info.height * scale)), max(1, round(info.width * scale))
         flip = bool(rng.random() < 0.5)
@@ -407,14 +389,8 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
     has_ckpt = prepare_out(out, resume, overwrite, _OURS | _pred_dirs(out), "train-deeplab")
     start, records = 0, []
     if has_ckpt:
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count, backbone, optimizer checked
-        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
-        if meta.get("masks_fingerprint") != masks_print:
-            raise LiidError(f"{out / CHECKPOINT}: the pseudo-masks {masks} changed since this run started; resume "
-                            "with the same masks, or --overwrite")
-        start = int(meta["epoch"])
-        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
-        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
+        start, records = resume_from(out, model, optimizer, config.resumable(), echo,
+                                     inputs={"masks_fingerprint": (masks_print, f"the pseudo-masks {masks}")})
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
     out.mkdir(exist_ok=True)

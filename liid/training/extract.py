@@ -17,25 +17,14 @@ from tqdm import tqdm
 from graph.feature_store import FeatureStore
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
-from liid.models import MILNetwork, build_backbone, load_checkpoint, read_checkpoint
+from liid.models import MILNetwork
+from liid.models.trained import load_trained
 from liid.training.mil_data import MILData, ProposalSet, collate
 
 
 def load_mil(path: str | Path, dataset: Dataset, device: torch.device) -> tuple[MILNetwork, dict]:
     """A trained MIL network from a ``train-mil`` folder or checkpoint; refuses other classes with one line."""
-    path = Path(path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
-    meta = read_checkpoint(file)["meta"]
-    if meta.get("model") not in (None, "MILNetwork"):
-        raise LiidError(f"checkpoint {file} holds a {meta.get('model')}, not a MIL network (use a train-mil folder)")
-    names = meta.get("class_names")
-    if meta.get("num_classes") == dataset.num_classes and names is not None and list(names) != dataset.classes:
-        raise LiidError(f"checkpoint {file} was trained on classes {names[1:]}, the dataset has "
-                        f"{dataset.classes[1:]}")
-    trunk, channels = build_backbone(str(meta.get("backbone")), from_scratch=True, freeze_bn=True)
-    model = MILNetwork(trunk, channels, dataset.num_classes)
-    load_checkpoint(file, model)
-    return model.to(device).eval(), meta
+    return load_trained(path, MILNetwork, dataset.classes, device, "MIL network", "use a train-mil folder")
 
 
 @torch.no_grad()

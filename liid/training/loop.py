@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from liid.errors import LiidError
+from liid.models import load_checkpoint
+from liid.training.log import read_log
 
 
 def step_lr(lr: float, epochs: int, epoch: int) -> float:
@@ -52,3 +57,23 @@ def check_same_settings(checkpoint: Path, recorded: dict, wanted: dict) -> None:
         k = diff[0]
         raise LiidError(f"{checkpoint}: made with other settings ({k}: {recorded.get(k)!r} there, "
                         f"{wanted[k]!r} now); use the same settings to resume, or --overwrite")
+
+
+def resume_from(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: dict,
+                echo: Callable[[str], None], inputs: dict[str, tuple[object, str]] | None = None,
+                checkpoint: str = "checkpoint.pt", log: str = "log.jsonl") -> tuple[int, list[dict]]:
+    """Load ``out``'s checkpoint into ``model``/``optimizer`` to continue a run: ``(epochs done, log records so far)``.
+
+    Refused with one line: other settings (``settings`` vs the checkpoint's ``config``), or an input that changed
+    since the run started: ``inputs`` maps a meta key to ``(value now, "the ... X")``.
+    """
+    file = out / checkpoint
+    meta = load_checkpoint(file, model, optimizer)  # class count, backbone, optimizer checked
+    check_same_settings(file, meta.get("config", {}), settings)
+    for key, (value, what) in (inputs or {}).items():
+        if meta.get(key) not in (None, value):
+            raise LiidError(f"{file}: {what} changed since this run started; resume with the same input, "
+                            "or --overwrite")
+    start = int(meta["epoch"])
+    echo(f"{out}: resuming after epoch {start}/{settings.get('epochs', '?')}")
+    return start, [r for r in read_log(out / log) if r.get("epoch", 0) <= start]

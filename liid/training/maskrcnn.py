@@ -43,18 +43,19 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 from tqdm import tqdm
 
-from detection.evaluate import category_map, evaluate_instances, match_images, to_rle
+from detection.evaluate import category_map, evaluate_instances, match_coco_images, to_rle
 from detection.export import coco_image_ids
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset, ImageInfo
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.models import hub_weights_path, load_checkpoint, pick_device, read_checkpoint, save_checkpoint
+from liid.models import hub_weights_path, pick_device, read_checkpoint, save_checkpoint
 from liid.models.backbone import _trunk_state
 from liid.models.checkpoint import FORMAT as CKPT_FORMAT
 from liid.models.checkpoint import load_state_dict_checked, read_weights_file
-from liid.training.log import plot_losses, read_log, write_log
-from liid.training.loop import check_same_settings, prepare_out
+from liid.training.data import EpochData
+from liid.training.log import plot_losses, write_log
+from liid.training.loop import prepare_out, resume_from
 
 FORMAT = "liid-train-maskrcnn"
 VERSION = 1
@@ -177,17 +178,7 @@ def read_pseudo_labels(dataset: Dataset, path: str | Path) -> PseudoLabels:
     pimgs = data["images"]
     if not pimgs:
         raise LiidError(f"{where}: no images")
-    for p in pimgs:
-        if not isinstance(p, dict) or not isinstance(p.get("id"), (int, str)) or isinstance(p["id"], bool):
-            raise LiidError(f"{where}: an image has no integer 'id' ({p!r})")
-    ids = [p["id"] for p in pimgs]
-    if len(set(ids)) != len(ids):
-        raise LiidError(f"{where}: image id {next(i for i in ids if ids.count(i) > 1)!r} is listed twice")
-    found, rule = match_images(pimgs, dataset, where)
-    for p, im in zip(pimgs, found, strict=True):
-        if (p.get("height", im.height), p.get("width", im.width)) != (im.height, im.width):
-            raise LiidError(f"{where}: image {p['id']!r} is {p.get('height')}x{p.get('width')}, the dataset image "
-                            f"{im.id!r} is {im.height}x{im.width}")
+    ids, found, rule = match_coco_images(pimgs, dataset, where)
     anns = data["annotations"]
     if not anns:
         raise LiidError(f"{where}: no annotations (no pseudo instances to train on)")
@@ -237,7 +228,7 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
 
 
-class MaskRCNNData(torch.utils.data.Dataset):
+class MaskRCNNData(EpochData):
     """Items ``(image [3, H, W] float, target, index)``; target = torchvision's ``boxes`` (float32 [n, 4] XYXY),
     ``labels`` (int64 [n], 1..K) and ``masks`` (uint8 [n, H, W]), decoded from the pseudo-label RLEs.
 
@@ -250,12 +241,6 @@ class MaskRCNNData(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def flipped(self, index: int) -> bool:
-        return self.train and bool(np.random.default_rng((self.seed, self.epoch, index)).random() < 0.5)
 
     def __len__(self) -> int:
         return len(self.labels.ids)
@@ -472,16 +457,10 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     has_ckpt = prepare_out(out, resume, overwrite, _ours(out), "train-maskrcnn")
     start, records, seconds, evaluations = 0, [], [], []
     if has_ckpt:
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count and optimizer checked
-        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
-        if meta.get("pseudo_labels_fingerprint") != pseudo_fp:
-            raise LiidError(f"{out / CHECKPOINT}: the pseudo labels {labels.path} changed since this run started; "
-                            "resume with the same file, or --overwrite")
-        start = int(meta["epoch"])
-        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        start, records = resume_from(out, model, optimizer, config.resumable(), echo, inputs={
+            "pseudo_labels_fingerprint": (pseudo_fp, f"the pseudo labels {labels.path}")})
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
         evaluations = [r["evaluation"] for r in records if r.get("type") == "epoch" and r.get("evaluation")]
-        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
     out.mkdir(exist_ok=True)

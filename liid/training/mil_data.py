@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
-from liid.training.data import to_input
+from liid.training.data import EpochData, to_input
 from proposals.store import ImageProposals, read_image_proposals, read_proposal_index
 
 
@@ -93,7 +93,7 @@ def read_proposal_set(dataset: Dataset, store: str | os.PathLike, top: int | Non
     return ProposalSet(store, ids, entries, boxes, np.stack(labels), top)
 
 
-class MILData(torch.utils.data.Dataset):
+class MILData(EpochData):
     """Items ``(image [3, size, size], boxes [M, 4] float32 in input pixels, index)`` for one image each."""
 
     def __init__(self, dataset: Dataset, proposals: ProposalSet, size: int, train: bool = True, seed: int = 0):
@@ -105,12 +105,6 @@ class MILData(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def flipped(self, index: int) -> bool:
-        return self.train and bool(np.random.default_rng((self.seed, self.epoch, index)).random() < 0.5)
 
     def __len__(self) -> int:
         return len(self.proposals)

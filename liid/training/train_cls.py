@@ -30,10 +30,10 @@ from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.losses import multilabel_loss
-from liid.models import MultiLabelClassifier, build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.models import MultiLabelClassifier, build_backbone, pick_device, save_checkpoint
 from liid.training.data import ClassificationData
-from liid.training.log import plot_losses, read_log, write_log
-from liid.training.loop import check_same_settings, prepare_out, step_lr
+from liid.training.log import plot_losses, write_log
+from liid.training.loop import prepare_out, resume_from, step_lr
 
 FORMAT = "liid-train-cls"
 VERSION = 1
@@ -129,12 +129,8 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
     has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-cls")
     start, records, seconds = 0, [], []
     if has_ckpt:
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)  # class count, backbone, optimizer checked
-        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
-        start = int(meta["epoch"])
-        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        start, records = resume_from(out, model, optimizer, config.resumable(), echo)
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
-        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
     out.mkdir(exist_ok=True)

@@ -32,10 +32,10 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
-from liid.models import MILNetwork, build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.models import MILNetwork, build_backbone, pick_device, save_checkpoint
 from liid.training.attention import POOLINGS, attention_labels
-from liid.training.log import plot_losses, read_log, write_log
-from liid.training.loop import check_same_settings, prepare_out, step_lr
+from liid.training.log import plot_losses, write_log
+from liid.training.loop import prepare_out, resume_from, step_lr
 from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
 from liid.training.train_cls import average_precision
 
@@ -131,15 +131,9 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
     has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-mil")
     start, records, seconds = 0, [], []
     if has_ckpt:
-        meta = load_checkpoint(out / CHECKPOINT, model, optimizer)
-        check_same_settings(out / CHECKPOINT, meta.get("config", {}), config.resumable())
-        if meta.get("proposals_fingerprint") not in (None, fingerprint(pset.store)):
-            raise LiidError(f"{out / CHECKPOINT}: the proposal store {pset.store} changed since this run started; "
-                            "resume with the same proposals, or --overwrite")
-        start = int(meta["epoch"])
-        records = [r for r in read_log(out / LOG) if r.get("epoch", 0) <= start]
+        start, records = resume_from(out, model, optimizer, config.resumable(), echo, inputs={
+            "proposals_fingerprint": (fingerprint(pset.store), f"the proposal store {pset.store}")})
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
-        echo(f"{out}: resuming after epoch {start}/{config.epochs}")
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
     out.mkdir(exist_ok=True)
