@@ -216,7 +216,7 @@ def _detections(anns: list, images: dict[object, ImageInfo], cats: dict[int, int
     return out
 
 
-def _ground_truth(dataset: Dataset, images: list[tuple[object, ImageInfo]], progress: bool
+def ground_truth_coco(dataset: Dataset, images: list[tuple[object, ImageInfo]], progress: bool
                   ) -> tuple[dict, dict[object, tuple[list[dict], np.ndarray]], int]:
     """A COCO ground-truth dict for the images (those with instances), the non-crowd (RLEs, classes) of each
     image for ABO, and how many images were skipped for having no ground truth."""
@@ -298,7 +298,7 @@ def evaluate_instances(dataset: Dataset, pred: dict | list | str | os.PathLike,
         cats = (category_map(categories, dataset.classes, where) if categories is not None
                 else {k: k for k in range(1, len(dataset.classes))})
     dets = _detections(anns, dict(images), cats, where)
-    gt, solid, skipped = _ground_truth(dataset, images, progress)
+    gt, solid, skipped = ground_truth_coco(dataset, images, progress)
     dets = [d for d in dets if d["image_id"] in solid]
     n_gt = sum(len(c) for _, c in solid.values())
     if not solid or n_gt == 0:

@@ -41,6 +41,12 @@ def main() -> None:
       liid build-graph STORE --out GRAPH     kNN graph of all proposals + class terminals
       liid solve-cut --graph GRAPH --out CUT exact multiway cut: a label (or noise) per proposal
       liid export CUT --proposals P --out X  COCO instances JSON + VOC-palette PNGs
+      liid label --method oracle --dataset DATASET --proposals P --out X      GT-box upper bound
+      liid evaluate DATASET X                mask AP / AP50 / AP75 / ABO, or mIoU of PNG masks
+      liid train-maskrcnn DATASET --train-json X/instances.json --out MRCNN   Mask R-CNN on pseudo-labels
+      liid predict-maskrcnn DATASET --model MRCNN --out preds.json
+      liid train-deeplab DATASET --masks X/semantic --out DL                  DeepLab on pseudo-masks
+    All of it end to end on the synthetic set, with a report: make demo (tools/demo.py).
     """
 
 

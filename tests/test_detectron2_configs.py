@@ -315,3 +315,25 @@ def test_train_net_without_detectron2():
     assert len(lines) == 1 and "detectron2 is not installed" in lines[0], res.stderr
     assert "pip install 'git+https://github.com/facebookresearch/detectron2.git'" in lines[0]
     assert res.stdout == ""
+
+
+def test_dataset_to_coco_for_liid_voc_val(tmp_path):
+    """tools/dataset_to_coco.py: a VOC-layout root's val split as the COCO JSON that liid_voc_val reads —
+    detectron2's records (coco_json_check) hold every ground-truth instance of every val image."""
+    root = tmp_path / "voc"
+    write_synthetic(root, 6, seed=2, config=SyntheticConfig(size=48), val_fraction=0.5, progress=False)
+    out = tmp_path / "ROOT" / LAYOUT["liid_voc_val"][0]
+    cmd = [sys.executable, str(REPO / "tools" / "dataset_to_coco.py"), str(root), "--split", "val", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ds = open_dataset(str(root), split="val")
+    records = coco_json_check(out, root / "JPEGImages")
+    assert sorted(Path(r["file_name"]).name for r in records) == sorted(im.file.name for im in ds.images)
+    for r in records:
+        inst = ds.instances(Path(r["file_name"]).stem)
+        assert len(r["annotations"]) == len(inst)
+        assert sorted(a["category_id"] + 1 for a in r["annotations"]) == sorted(inst.classes.tolist())
+        assert sum(a["bbox"][2] > 0 for a in r["annotations"]) == len(inst)
+    stamp = out.stat().st_mtime_ns
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)  # kept without --overwrite
+    assert again.returncode == 2 and str(out) in again.stderr and out.stat().st_mtime_ns == stamp

@@ -264,10 +264,21 @@ def test_cli_export_folder(gt, ds, tmp_path):
     assert last["ap"] == last["abo"] == last["miou"] == last["pixel_accuracy"] == 1.0
     full = json.loads((tmp_path / "r.json").read_text())
     assert full["instances"]["per_class"]["dog"]["gt_instances"] == 2 and len(full["semantic"]["confusion"]) == 4
+    # the same evaluation again: printed from r.json, not recomputed; another prediction: refused
+    stamp = (tmp_path / "r.json").stat().st_mtime_ns
+    again = invoke("evaluate", gt[0], out, "--images", gt[1], "--json", tmp_path / "r.json")
+    assert again.exit_code == 0 and "up to date" in again.output, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == last
+    assert (tmp_path / "r.json").stat().st_mtime_ns == stamp
+    preds = pred_json(perfect())
+    preds["annotations"] = preds["annotations"][:1]
+    write_pred(out / "instances.json", preds)
     again = invoke("evaluate", gt[0], out, "--images", gt[1], "--json", tmp_path / "r.json")
     assert_one_line_error(again, "r.json", "--overwrite")
     res = invoke("evaluate", gt[0], out, "--images", gt[1], "--json", tmp_path / "r.json", "--overwrite")
     assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["ap"] < 1
+    write_pred(out / "instances.json", pred_json(perfect()))
     # a JSON file alone / a PNG folder alone: only the keys that apply
     res = invoke("evaluate", gt[0], out / "instances.json", "--images", gt[1])
     assert set(json.loads(res.stdout.strip().splitlines()[-1])) == {"ap", "ap50", "ap75", "abo"}

@@ -226,9 +226,12 @@ def test_label_mil_argmax_cli(ds, props, store, tmp_path):
     summary = json.loads((out / "export.json").read_text())
     assert summary["inputs"]["method"] == "mil-argmax" and summary["inputs"]["restrict_to_image_labels"]
     assert summary["proposals"] == read_feature_store(store).num_proposals
-    # an existing output is refused without --overwrite, replaced with it
+    # the same command again is skipped; other settings are refused without --overwrite, done with it
     stamp = (out / "instances.json").stat().st_mtime_ns
     res = invoke("label", "--method", "mil-argmax", "--features", store, "--proposals", props, "--out", out)
+    assert res.exit_code == 0 and "up to date" in res.output, res.output
+    res = invoke("label", "--method", "mil-argmax", "--features", store, "--proposals", props, "--out", out,
+                 "--any-label")
     assert_one_line_error(res, str(out), "--overwrite")
     assert (out / "instances.json").stat().st_mtime_ns == stamp
     res = invoke("label", "--method", "mil-argmax", "--features", store, "--proposals", props, "--out", out,

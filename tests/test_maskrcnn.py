@@ -186,6 +186,39 @@ def test_resnet_file_loads_into_backbone(tmp_path):
     assert not body.conv1.weight.requires_grad and body.layer2[0].conv1.weight.requires_grad
 
 
+def test_resnet18_from_a_classifier_checkpoint(syn, tmp_path):
+    """--backbone resnet18 --weights CLS/checkpoint.pt (the demo's way): the classifier's trunk goes under the
+    FPN, one step with few RoIs trains, and the saved model reloads as a resnet18 Mask R-CNN."""
+    from liid.models import build_backbone, save_checkpoint
+    from liid.models.classifier import MultiLabelClassifier
+
+    root, pseudo = syn
+    torch.manual_seed(3)
+    trunk, channels = build_backbone("resnet18", from_scratch=True)
+    cls = MultiLabelClassifier(trunk, channels, 6)
+    save_checkpoint(tmp_path / "cls.pt", cls, None, 1, {"backbone": "resnet18", "num_classes": 6,
+                                                        "class_names": open_dataset(root).classes, "config": {}})
+    out = tmp_path / "m"
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", out, "--backbone", "resnet18", "--weights",
+                 tmp_path / "cls.pt", "--epochs", "1", "--roi-batch", "8", "--warmup-iters", "0", "--eval-every", "0",
+                 "--min-size", "64", "--max-size", "96", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "train.json").read_text())
+    assert rec["initial_weights"] == {"kind": "backbone", "file": str(tmp_path / "cls.pt")}
+    assert rec["settings"]["backbone"] == "resnet18" and rec["settings"]["roi_batch"] == 8
+    assert all(math.isfinite(r["loss"]) for r in step_losses(out))
+    model, meta = mr.load_trained(out, torch.device("cpu"))
+    assert meta["backbone"] == "resnet18" and model.backbone_name == "resnet18"
+    assert model.backbone.body.layer4[0].conv1.weight.shape[0] == 512  # a resnet18 stage, not resnet50's
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512  # training-only setting, default at inference
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert torch.equal(model.backbone.body.conv1.weight, saved["backbone.body.conv1.weight"])
+    assert torch.equal(saved["backbone.body.conv1.weight"], cls.backbone.conv1.weight)  # stem frozen: unchanged
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", tmp_path / "x", "--backbone", "resnet50",
+                 "--weights", tmp_path / "cls.pt", "--epochs", "1", "--device", "cpu")
+    assert res.exit_code == 2 and "cls.pt" in res.stderr and not (tmp_path / "x").exists()
+
+
 def test_no_weights_names_hub_path(syn, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     root, pseudo = syn

@@ -15,6 +15,7 @@ import click
 
 from detection.evaluate import evaluate_instances, evaluate_semantic, format_table
 from liid.atomic import check_output, write_json
+from liid.commands.stage import input_fingerprints
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 
@@ -33,6 +34,21 @@ def resolve_prediction(pred: Path) -> tuple[Path | None, Path | None]:
     if any(p.suffix.lower() == ".png" for p in pred.iterdir()):
         return None, pred
     raise LiidError(f"{pred}: no instances.json, no semantic/ folder and no PNG files")
+
+
+def _recorded(json_file: Path, inputs: dict) -> dict | None:
+    """The results already in ``json_file`` when they were computed from the same ``inputs`` (the stage
+    rule: the evaluation is then skipped and its table printed again), else None."""
+    if not json_file.is_file():
+        return None
+    try:
+        old = json.loads(json_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(old, dict) and old.get("inputs") == json.loads(json.dumps(inputs)):
+        click.echo(f"{json_file}: up to date (same prediction and ground truth), not recomputed; --overwrite to redo")
+        return old
+    return None
 
 
 @click.command("evaluate")
@@ -60,17 +76,22 @@ def command(dataset: str, pred: Path, split: str | None, images_dir: Path | None
 
     The images of an instances JSON are matched to the dataset by file name, else id, else COCO id; its
     categories by name. Crowd instances are ignored. The last line printed is one JSON object with the
-    headline numbers (ap, ap50, ap75, abo; miou, pixel_accuracy).
+    headline numbers (ap, ap50, ap75, abo; miou, pixel_accuracy). With --json, an evaluation already
+    written there from the same prediction and ground truth is printed again, not recomputed.
     """
-    if json_file is not None:
-        check_output(json_file, overwrite)
     inst_json, sem_dir = resolve_prediction(pred)
     ds = open_dataset(dataset, split=split, images=images_dir)
-    results: dict = {"dataset": str(dataset), "prediction": str(pred)}
-    if inst_json is not None:
-        results["instances"] = evaluate_instances(ds, inst_json)
-    if sem_dir is not None:
-        results["semantic"] = evaluate_semantic(ds, sem_dir)
+    inputs = {"dataset": ds.describe(), "split": split,
+              "fingerprints": input_fingerprints(*(p for p in (inst_json, sem_dir) if p is not None))}
+    results = _recorded(json_file, inputs) if json_file is not None and not overwrite else None
+    if results is None:
+        if json_file is not None:
+            check_output(json_file, overwrite)
+        results = {"dataset": str(dataset), "prediction": str(pred), "inputs": inputs}
+        if inst_json is not None:
+            results["instances"] = evaluate_instances(ds, inst_json)
+        if sem_dir is not None:
+            results["semantic"] = evaluate_semantic(ds, sem_dir)
     for kind, source in (("instances", inst_json), ("semantic", sem_dir)):
         if kind in results:
             r = results[kind]
@@ -78,7 +99,7 @@ def command(dataset: str, pred: Path, split: str | None, images_dir: Path | None
             if r["skipped_no_gt"]:
                 click.echo(f"note: {r['skipped_no_gt']} images have no ground truth in the dataset; skipped")
             click.echo(format_table(r))
-    if json_file is not None:
+    if json_file is not None and results.get("inputs") is inputs:
         write_json(json_file, results, overwrite=overwrite)
     click.echo(json.dumps({k: results[kind][k] for kind, keys in HEADLINE.items() if kind in results
                            for k in keys}))

@@ -14,6 +14,7 @@ import click
 from detection.export import export_pseudo_labels
 from graph.feature_store import read_feature_store
 from liid.atomic import check_output, load_npy, read_json
+from liid.commands.stage import input_fingerprints, up_to_date
 from liid.errors import LiidError
 
 
@@ -58,16 +59,23 @@ def find_feature_store(cut: Path) -> Path:
               help="Also write semantic/<image id>.png (VOC palette, pixel = class index).")
 def command(cut: Path, proposals: Path, out: Path, features: Path | None, nms_iou: float, overwrite: bool,
             palette_pngs: bool) -> None:
-    """Drop background, per-class NMS, write COCO instances JSON and semantic PNGs to OUT."""
-    check_output(out, overwrite)
+    """Drop background, per-class NMS, write COCO instances JSON and semantic PNGs to OUT.
+
+    Skipped when OUT already holds the export of the same cut, features, proposals and settings.
+    """
     if not cut.is_dir():
         raise LiidError(f"{cut}: cut directory not found")
-    labels = load_npy(cut / "labels.npy")
     features = features if features is not None else find_feature_store(cut)
+    inputs = {"cut": str(cut), "features": str(features), "proposals": str(proposals),
+              "fingerprints": input_fingerprints(cut / "labels.npy", features, proposals),
+              "nms_iou": nms_iou, "palette_pngs": palette_pngs}
+    if up_to_date(out, "export.json", "inputs", inputs, overwrite):
+        return
+    check_output(out, overwrite)
+    labels = load_npy(cut / "labels.npy")
     store = read_feature_store(features)
     summary = export_pseudo_labels(
         labels, store, proposals, out, nms_iou=nms_iou, palette_pngs=palette_pngs, overwrite=overwrite,
-        labels_name=str(cut / "labels.npy"),
-        inputs={"cut": str(cut), "features": str(features), "proposals": str(proposals)})
+        labels_name=str(cut / "labels.npy"), inputs=inputs)
     click.echo(f"{out}: {summary['instances']} instances in {summary['images']} images "
                f"({summary['dropped_background']} background, {summary['suppressed_nms']} suppressed by NMS)")

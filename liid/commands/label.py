@@ -14,6 +14,7 @@ import numpy as np
 from detection.export import ImageLabels, export_labeled, export_pseudo_labels, proposal_entries
 from graph.feature_store import read_feature_store
 from liid.atomic import check_output
+from liid.commands.stage import input_fingerprints, up_to_date
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.labelers import METHODS, mil_argmax_labels, oracle_labels
@@ -22,9 +23,17 @@ from proposals.store import masks_to_proposals
 
 
 def _export_oracle(dataset: str, split: str | None, images_dir: Path | None, proposals: Path, out: Path,
-                   nms_iou: float, overwrite: bool) -> tuple[dict, int]:
-    """The oracle's export of the dataset's images; also how many images had no ground truth."""
+                   nms_iou: float, overwrite: bool) -> tuple[dict | None, int]:
+    """The oracle's export of the dataset's images (None when OUT is up to date); also how many images
+    had no ground truth."""
     ds = open_dataset(dataset, split=split, images=images_dir)
+    inputs = {"method": "oracle", "dataset": str(dataset), "split": split,
+              "images": None if images_dir is None else str(images_dir), "proposals": str(proposals),
+              "iou": IOU, "nms_iou": nms_iou, "dataset_description": ds.describe(),
+              "fingerprints": input_fingerprints(proposals)}
+    if up_to_date(out, "export.json", "inputs", inputs, overwrite):
+        return None, 0
+    check_output(out, overwrite)
     if not ds.has_instances:
         raise LiidError(f"{ds.source}: --method oracle needs ground-truth instances; this {ds.kind} dataset "
                         f"has none")
@@ -50,9 +59,7 @@ def _export_oracle(dataset: str, split: str | None, images_dir: Path | None, pro
     summary = export_labeled(
         entries, ds.classes, proposals, label, out, nms_iou=nms_iou, overwrite=overwrite,
         score_name="gt box IoU", row_name="proposal", description="LIID oracle pseudo instances (liid label)",
-        inputs={"method": "oracle", "dataset": str(dataset), "split": split,
-                "images": None if images_dir is None else str(images_dir), "proposals": str(proposals),
-                "iou": IOU})
+        inputs=inputs)
     return summary, no_gt
 
 
@@ -81,28 +88,37 @@ def command(method: str, features: Path | None, dataset: str | None, split: str 
     """Label proposals with METHOD and write COCO instances JSON + semantic PNGs to OUT.
 
     \b
+    Skipped when OUT already holds the labels of the same method, inputs and settings.
+
+    \b
     oracle: a proposal whose box has IoU > 0.5 with a non-crowd ground-truth instance box takes the
     class of the box it overlaps most, with that IoU as its score; the others are background. Then the
     export of `liid export` (per-class NMS, COCO JSON, PNGs), so `liid evaluate` scores it alike.
     """
-    check_output(out, overwrite)
     if method == "mil-argmax":
         if dataset is not None or split is not None or images_dir is not None:
             raise LiidError("--dataset, --split and --images are for --method oracle only")
         if features is None:
             raise LiidError("--method mil-argmax needs --features STORE (from `liid extract`)")
+        inputs = {"method": method, "features": str(features), "proposals": str(proposals),
+                  "restrict_to_image_labels": not any_label, "nms_iou": nms_iou,
+                  "fingerprints": input_fingerprints(features, proposals)}
+        if up_to_date(out, "export.json", "inputs", inputs, overwrite):
+            return
+        check_output(out, overwrite)
         store = read_feature_store(features)
         labels = mil_argmax_labels(store, restrict_to_image_labels=not any_label)
         summary = export_pseudo_labels(
             labels, store, proposals, out, nms_iou=nms_iou, overwrite=overwrite, labels_name=f"{method} labels",
-            inputs={"method": method, "features": str(features), "proposals": str(proposals),
-                    "restrict_to_image_labels": not any_label})
+            inputs=inputs)
     elif method == "oracle":
         if dataset is None:
             raise LiidError("--method oracle needs --dataset DATASET (the ground truth that labels the proposals)")
         if features is not None or any_label:
             raise LiidError("--features and --any-label are for --method mil-argmax only")
         summary, no_gt = _export_oracle(dataset, split, images_dir, proposals, out, nms_iou, overwrite)
+        if summary is None:
+            return
         if no_gt:
             click.echo(f"note: {no_gt} images have no ground-truth instances; exported without instances")
     else:  # pragma: no cover - click.Choice guards this

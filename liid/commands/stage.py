@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from liid.errors import LiidError
+from liid.fingerprint import fingerprint
 
 
 def up_to_date(out: Path, record_file: str, key: str, expected: dict, overwrite: bool) -> bool:
@@ -23,3 +24,9 @@ def up_to_date(out: Path, record_file: str, key: str, expected: dict, overwrite:
         click.echo(f"{out}: up to date (same inputs and settings), skipping; --overwrite to redo")
         return True
     raise LiidError(f"{out}: output exists (made from other inputs or settings); pass --overwrite to replace it")
+
+
+def input_fingerprints(*paths: Path) -> list[str | None]:
+    """Fingerprints of a stage's input files/folders (None for one that is missing: the stage's own
+    reader then names it), for its recorded ``inputs``."""
+    return [fingerprint(p) if Path(p).exists() else None for p in paths]

@@ -13,6 +13,7 @@ import click
 from liid.atomic import check_output, write_json
 from liid.datasets import open_dataset
 from liid.errors import LiidError
+from liid.models.backbone import BACKBONES
 from liid.training.maskrcnn import MaskRCNNConfig, predict_dataset, train_maskrcnn
 
 _D = MaskRCNNConfig()
@@ -30,16 +31,23 @@ def _open(path: str, split: str | None, images: Path | None):
 @click.option("--split", default=None, help="VOC roots: the image set the pseudo labels were made on.")
 @click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
               help="COCO JSONs: the images folder (default: found beside the JSON).")
+@click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES),
+              help="ResNet under the FPN (resnet50 as in the papers; resnet18 for CPU-sized runs).")
 @click.option("--weights", default=None, type=click.Path(path_type=Path),
-              help="ResNet50 weights (torchvision state dict or a LIID checkpoint's backbone) or a Mask R-CNN "
+              help="Backbone weights (torchvision state dict or a LIID checkpoint's backbone) or a Mask R-CNN "
               "(state dict or a train-maskrcnn checkpoint, same classes) to fine-tune. Default: the ImageNet file "
-              "in the torch hub cache (<torch hub dir>/checkpoints/resnet50-0676ba61.pth).")
+              "in the torch hub cache (<torch hub dir>/checkpoints/resnet50-0676ba61.pth for resnet50).")
 @click.option("--from-scratch", is_flag=True, help="Random init (trainable BatchNorm) instead of ImageNet weights.")
 @click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=None, type=click.FloatRange(0, min_open=True),
               help="Base SGD learning rate (default 0.02 * batch size / 16); warmup, then /10 at 2/3 and 8/9 of "
               "the iterations.")
 @click.option("--batch-size", default=_D.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--warmup-iters", default=_D.warmup_iters, show_default=True, type=click.IntRange(0),
+              help="Linear warmup from 0.001 * lr over the first N iterations (at most all of them).")
+@click.option("--roi-batch", default=_D.roi_batch, show_default=True, type=click.IntRange(4),
+              help="RoIs sampled per image for the box and mask heads (detectron2's ROI_HEADS.BATCH_SIZE_PER_IMAGE); "
+              "fewer make CPU runs faster.")
 @click.option("--min-size", default=_D.min_size, show_default=True, type=click.IntRange(32),
               help="Images are resized so that the short side is this many pixels ...")
 @click.option("--max-size", default=_D.max_size, show_default=True, type=click.IntRange(32),
@@ -58,12 +66,12 @@ def _open(path: str, split: str | None, images: Path | None):
 @click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.pt with the same settings.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing training folder.")
 def command(dataset: str, train_json: Path, out: Path, split: str | None, images_dir: Path | None,
-            weights: Path | None, from_scratch: bool, epochs: int, lr: float | None, batch_size: int, min_size: int,
-            max_size: int, eval_every: int, eval_dataset: str | None, eval_split: str | None,
-            eval_images: Path | None, seed: int, device: str | None, workers: int, resume: bool,
+            backbone: str, weights: Path | None, from_scratch: bool, epochs: int, lr: float | None, batch_size: int,
+            warmup_iters: int, roi_batch: int, min_size: int, max_size: int, eval_every: int, eval_dataset: str | None,
+            eval_split: str | None, eval_images: Path | None, seed: int, device: str | None, workers: int, resume: bool,
             overwrite: bool) -> None:
-    """Train Mask R-CNN (torchvision R50-FPN) on the pseudo instances of DATASET; write DIR/checkpoint.pt,
-    log.jsonl, loss.png, predictions_epochN.json and train.json.
+    """Train Mask R-CNN (torchvision R50-FPN, or --backbone) on the pseudo instances of DATASET; write
+    DIR/checkpoint.pt, log.jsonl, loss.png, predictions_epochN.json and train.json.
 
     Detectron2's 1x schedule scaled to --epochs: SGD momentum 0.9, weight decay 1e-4, linear warmup over the
     first min(500, all) iterations, lr /10 at 2/3 and 8/9 of the iterations. A checkpoint after every epoch,
@@ -76,9 +84,10 @@ def command(dataset: str, train_json: Path, out: Path, split: str | None, images
         raise LiidError("--eval-split/--eval-images need --eval-dataset")
     ds = _open(dataset, split, images_dir)
     ev = _open(eval_dataset, eval_split, eval_images) if eval_dataset is not None else None
-    config = MaskRCNNConfig(weights=str(weights) if weights else None, from_scratch=from_scratch, epochs=epochs,
-                            lr=lr, batch_size=batch_size, min_size=min_size, max_size=max_size,
-                            eval_every=eval_every, seed=seed, device=device, workers=workers)
+    config = MaskRCNNConfig(weights=str(weights) if weights else None, backbone=backbone, from_scratch=from_scratch,
+                            epochs=epochs, lr=lr, batch_size=batch_size, roi_batch=roi_batch, min_size=min_size,
+                            warmup_iters=warmup_iters,
+                            max_size=max_size, eval_every=eval_every, seed=seed, device=device, workers=workers)
     rec = train_maskrcnn(ds, train_json, out, config, eval_dataset=ev, resume=resume, overwrite=overwrite,
                          echo=click.echo)
     f = rec["final"]

@@ -76,9 +76,14 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+def imagenet_url(name: str) -> str:
+    """The download address of torchvision's ImageNet weights of ResNet ``name`` (printed in hints, never fetched)."""
+    return _RESNETS[name][1].url
+
+
 def hub_weights_path(name: str) -> Path:
     """Where torchvision caches the ImageNet weights of ``name``: the hub dir's ``checkpoints/<url file name>``."""
-    url = _RESNETS[name][1].url
+    url = imagenet_url(name)
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
 
 

@@ -4,7 +4,8 @@ The last stage of the pipeline (``liid export`` → here): torchvision's Mask R-
 pseudo-label COCO JSON as if it were ground truth, evaluated on the dataset's real ground truth.
 
 Model: exactly what ``torchvision.models.detection.maskrcnn_resnet50_fpn(num_classes=K+1, min_size,
-max_size)`` builds, without its download. With ImageNet weights (the torch hub cache file
+max_size)`` builds, without its download (``backbone="resnet18"``/``"resnet101"``: the same FPN head on
+another ResNet, for CPU-sized runs such as ``make demo``). With ImageNet weights (the torch hub cache file
 ``resnet50-0676ba61.pth`` or ``--weights PATH``) it is the ``weights_backbone=IMAGENET1K_V1`` variant:
 frozen BatchNorm, stem and ``layer1`` frozen (detectron2's ``FREEZE_AT=2``); with ``--from-scratch`` the
 ``weights_backbone=None`` one: trainable BatchNorm, every layer trained. ``--weights`` may also be a full
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from pycocotools import mask as mask_util
 from torch import nn
 from torchvision.models.detection import MaskRCNN
@@ -50,7 +50,7 @@ from liid.datasets.base import Dataset, ImageInfo
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.models import hub_weights_path, pick_device, read_checkpoint, save_checkpoint
-from liid.models.backbone import _trunk_state
+from liid.models.backbone import BACKBONES, _trunk_state, imagenet_url
 from liid.models.checkpoint import FORMAT as CKPT_FORMAT
 from liid.models.checkpoint import load_state_dict_checked, read_weights_file
 from liid.training.data import EpochData
@@ -75,7 +75,8 @@ def predictions_file(epoch: int) -> str:
 class MaskRCNNConfig:
     """Settings of a run; all but ``device``, ``workers`` and ``eval_every`` must match to resume."""
 
-    weights: str | None = None  # a file; None = torchvision's ImageNet ResNet50 in the torch hub cache
+    weights: str | None = None  # a file; None = torchvision's ImageNet ResNet in the torch hub cache
+    backbone: str = "resnet50"
     from_scratch: bool = False
     epochs: int = 12
     lr: float | None = None  # None = 0.02 * batch_size / 16 (detectron2's linear scaling rule)
@@ -83,6 +84,7 @@ class MaskRCNNConfig:
     min_size: int = 800
     max_size: int = 1333
     warmup_iters: int = 500
+    roi_batch: int = 512  # RoIs sampled per image for the box and mask heads (detectron2's BATCH_SIZE_PER_IMAGE)
     eval_every: int = 1  # 0 = never
     seed: int = 0
     device: str | None = None
@@ -91,6 +93,8 @@ class MaskRCNNConfig:
     def __post_init__(self) -> None:
         if self.lr is None:
             object.__setattr__(self, "lr", 0.02 * self.batch_size / 16)
+        if self.roi_batch < 4:
+            raise LiidError(f"--roi-batch {self.roi_batch}: need at least 4 RoIs per image")
         if self.epochs < 1 or self.batch_size < 1 or self.workers < 0 or self.eval_every < 0 or self.warmup_iters < 0:
             raise LiidError(f"bad settings: epochs {self.epochs}, batch size {self.batch_size}, workers "
                             f"{self.workers}, eval every {self.eval_every}, warmup {self.warmup_iters}")
@@ -98,6 +102,8 @@ class MaskRCNNConfig:
             raise LiidError(f"--min-size {self.min_size} / --max-size {self.max_size}: need 32 <= min <= max")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise LiidError(f"--lr {self.lr}: must be a positive number")
+        if self.backbone not in BACKBONES:
+            raise LiidError(f"unknown Mask R-CNN backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.weights is not None and self.from_scratch:
             raise LiidError(f"--weights {self.weights} and --from-scratch exclude each other")
 
@@ -265,19 +271,23 @@ def collate(batch: list) -> tuple:
 # ----------------------------------------------------------------------------------------------- model
 
 
-def build_maskrcnn(num_classes: int, min_size: int, max_size: int, pretrained: bool = True) -> MaskRCNN:
-    """Mask R-CNN R50-FPN for K = ``num_classes`` foreground classes, randomly initialised (seed torch first).
+def build_maskrcnn(num_classes: int, min_size: int, max_size: int, pretrained: bool = True,
+                   backbone: str = "resnet50", roi_batch: int = 512) -> MaskRCNN:
+    """Mask R-CNN ResNet-FPN (R50 by default) for K = ``num_classes`` foreground classes, randomly
+    initialised (seed torch first). ``roi_batch``: RoIs sampled per training image for the heads (512 as
+    in detectron2 and torchvision; the mask head's cost grows with it, so CPU runs take fewer).
 
     ``pretrained``: the structure torchvision uses with ImageNet weights (``FrozenBatchNorm2d``, stem and
     layer1 frozen); else the from-scratch one (``BatchNorm2d``, all layers trainable). State dict keys are
     those of ``maskrcnn_resnet50_fpn``; ``model.backbone.body`` is the ResNet (conv1, bn1, layer1..4).
     """
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None,
-                                   norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
-                                   trainable_layers=3 if pretrained else 5)
-    model = MaskRCNN(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size)
+    fpn = resnet_fpn_backbone(backbone_name=backbone, weights=None,
+                              norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+                              trainable_layers=3 if pretrained else 5)
+    model = MaskRCNN(fpn, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
+                     box_batch_size_per_image=roi_batch)
     model.num_classes = num_classes  # what load_checkpoint checks against the checkpoint's meta
-    model.backbone_name = "resnet50"
+    model.backbone_name = backbone
     return model
 
 
@@ -316,9 +326,9 @@ def _maskrcnn_state(obj: object, path: Path, num_classes: int) -> dict | None:
 def load_initial_weights(model: MaskRCNN, config: MaskRCNNConfig) -> dict:
     """Load ``config``'s weights into ``model``; returns what was loaded (for train.json).
 
-    The hub-cache ImageNet file or a ``--weights`` ResNet50 (torchvision state dict, or a LIID checkpoint's
-    ``backbone.*``) goes into ``model.backbone.body``; a full Mask R-CNN state dict or one of our Mask R-CNN
-    checkpoints into the whole model. Nothing is downloaded.
+    The hub-cache ImageNet file or a ``--weights`` ResNet of ``config.backbone`` (torchvision state dict,
+    or a LIID checkpoint's ``backbone.*``) goes into ``model.backbone.body``; a full Mask R-CNN state dict
+    or one of our Mask R-CNN checkpoints into the whole model. Nothing is downloaded.
     """
     if config.from_scratch:
         return {"kind": "scratch", "file": None}
@@ -327,18 +337,19 @@ def load_initial_weights(model: MaskRCNN, config: MaskRCNNConfig) -> dict:
         if not path.is_file():
             raise LiidError(f"{path}: weights file not found (--weights PATH, or --from-scratch for random init)")
     else:
-        path = hub_weights_path("resnet50")
+        path = hub_weights_path(config.backbone)
         if not path.is_file():
-            url = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
-            raise LiidError(f"no ImageNet weights for resnet50: tried {path} (torch hub cache, {url}); copy that "
-                            "file there, pass --weights PATH, or --from-scratch for random init")
+            url = imagenet_url(config.backbone)
+            raise LiidError(f"no ImageNet weights for {config.backbone}: tried {path} (torch hub cache, {url}); "
+                            "copy that file there, pass --weights PATH, or --from-scratch for random init")
     obj = read_weights_file(path)
     full = _maskrcnn_state(obj, path, model.num_classes)
     if full is not None:
         load_state_dict_checked(model, _fit(full, model), path, what="Mask R-CNN")
         return {"kind": "maskrcnn", "file": str(path)}
     body = model.backbone.body
-    load_state_dict_checked(body, _fit(_trunk_state(obj, path), body), path, what="Mask R-CNN's ResNet50 backbone")
+    load_state_dict_checked(body, _fit(_trunk_state(obj, path), body), path,
+                            what=f"Mask R-CNN's {config.backbone} backbone")
     return {"kind": "backbone", "file": str(path)}
 
 
@@ -449,7 +460,8 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     ev_ds = eval_dataset if eval_dataset is not None else dataset
     ev_images = evaluation_images(ev_ds, dataset) if config.eval_every > 0 else []
     torch.manual_seed(config.seed)
-    model = build_maskrcnn(dataset.num_classes, config.min_size, config.max_size, pretrained=config.pretrained)
+    model = build_maskrcnn(dataset.num_classes, config.min_size, config.max_size, pretrained=config.pretrained,
+                           backbone=config.backbone, roi_batch=config.roi_batch)
     init = load_initial_weights(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
@@ -472,7 +484,7 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     model.train()
     per_epoch = math.ceil(len(data) / config.batch_size)
     total = per_epoch * config.epochs
-    meta = {"backbone": "resnet50", "num_classes": dataset.num_classes, "class_names": dataset.classes,
+    meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
             "config": config.resumable(), "dataset": dataset.describe(), "min_size": config.min_size,
             "max_size": config.max_size, "pseudo_labels": str(labels.path), "pseudo_labels_fingerprint": pseudo_fp}
     record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "device": str(device),
@@ -570,7 +582,7 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[MaskRCNN, dict
         raise LiidError(f"{file}: holds a {meta.get('model')}, not a Mask R-CNN (a `liid train-maskrcnn` folder)")
     cfg = meta.get("config", {})
     model = build_maskrcnn(int(meta["num_classes"]), int(meta["min_size"]), int(meta["max_size"]),
-                           pretrained=not cfg.get("from_scratch", False))
+                           pretrained=not cfg.get("from_scratch", False), backbone=meta.get("backbone", "resnet50"))
     load_state_dict_checked(model, ckpt["model"], file, what="Mask R-CNN")
     return model.to(device).eval(), meta
 

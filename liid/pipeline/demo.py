@@ -1,0 +1,262 @@
+"""``make demo``: the whole LIID pipeline on the embedded synthetic dataset, run as the commands a user types.
+
+make-synthetic → proposals → filter-proposals → train-cls → train-mil → extract → label mil-argmax →
+build-graph → solve-cut → export → label oracle → evaluate (each labeling) → train-maskrcnn (evaluated on the
+held-out split) → report (``OUT/report.html``, ``OUT/metrics.json``).
+
+Each stage is a ``liid`` subprocess with its own skip rule (same inputs and settings → up to date; the
+trainers continue with ``--resume``), so a rerun only redoes what changed or was interrupted. Everything is
+sized for a 2-core CPU within 15 minutes: resnet18 networks trained from scratch (no pretrained weights can
+be downloaded here), 160-pixel images, the 20 best proposals per image; Mask R-CNN R18-FPN starts from the
+classifier's trunk, the stand-in for ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from liid.atomic import write_json
+from liid.errors import LiidError
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo's sizes; the defaults fit the 15-minute budget on 2 CPU cores."""
+
+    images: int = 200  # synthetic images, 80 % train / 20 % val
+    top: int = 20  # proposals per image after filtering
+    workers: int = 2
+    cls_epochs: int = 10
+    cls_size: int = 160
+    mil_epochs: int = 6
+    mil_size: int = 256
+    # eq. (10) balance: DESIGN's 5 assumes ImageNet features, whose cosines spread; the from-scratch features
+    # here are nearly collinear (median kNN cosine 0.97, BENCHMARKS "MIL network"), so 5 lets the pair
+    # edges overrule every terminal edge. 0.5 keeps the terminals in charge.
+    delta: float = 0.5
+    maskrcnn_epochs: int = 5
+    maskrcnn_backbone: str = "resnet18"
+    maskrcnn_batch: int = 4
+    maskrcnn_lr: float = 0.02
+    maskrcnn_warmup: int = 20
+    maskrcnn_roi_batch: int = 32  # the mask head's cost grows with it: 512 (detectron2) is 8x slower on CPU
+    report_images: int = 4
+    device: str | None = None
+
+
+@dataclass
+class Stage:
+    """One command of the demo: a name, the ``liid`` arguments, and what it produces."""
+
+    name: str
+    args: list[str]
+    output: Path
+    seconds: float | None = None
+    stdout: str = field(default="", repr=False)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the command found its output up to date (the commands' own words for it)."""
+        return any(w in self.stdout for w in SKIP_WORDS)
+
+
+def liid_command() -> list[str]:
+    """The ``liid`` script of this interpreter's environment, else ``python -m liid.cli``."""
+    script = Path(sys.executable).parent / "liid"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "liid.cli"]
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where each stage writes, under the demo folder."""
+
+    out: Path
+
+    @property
+    def data(self) -> Path:
+        return self.out / "synthetic"
+
+    @property
+    def proposals(self) -> Path:
+        return self.out / "proposals"
+
+    @property
+    def top(self) -> Path:
+        return self.out / "proposals_top"
+
+    @property
+    def cls(self) -> Path:
+        return self.out / "cls"
+
+    @property
+    def mil(self) -> Path:
+        return self.out / "mil"
+
+    @property
+    def features(self) -> Path:
+        return self.out / "features"
+
+    @property
+    def argmax(self) -> Path:
+        return self.out / "labels_mil_argmax"
+
+    @property
+    def graph(self) -> Path:
+        return self.out / "graph"
+
+    @property
+    def cut(self) -> Path:
+        return self.out / "cut"
+
+    @property
+    def liid(self) -> Path:
+        return self.out / "labels_liid"
+
+    @property
+    def oracle(self) -> Path:
+        return self.out / "labels_oracle"
+
+    @property
+    def maskrcnn(self) -> Path:
+        return self.out / "maskrcnn"
+
+    def evaluation(self, name: str) -> Path:
+        return self.out / f"eval_{name}.json"
+
+
+LABELINGS = ("mil_argmax", "liid", "oracle")
+SKIP_WORDS = ("up to date", "already trained")
+
+
+def stages(config: DemoConfig, out: Path) -> list[Stage]:
+    """The demo's commands in order (arguments without the ``liid`` prefix)."""
+    p = DemoPaths(out)
+    s = str
+    dev = ["--device", config.device] if config.device else []
+    label_dirs = {"mil_argmax": p.argmax, "liid": p.liid, "oracle": p.oracle}
+    return [
+        Stage("synthetic dataset", ["make-synthetic", "--out", s(p.data), "--images", s(config.images), "--seed", "0"],
+              p.data),
+        Stage("proposals (selective search)", ["proposals", s(p.data), "--out", s(p.proposals), "--workers",
+                                               s(config.workers)], p.proposals),
+        Stage(f"best {config.top} proposals per image", ["filter-proposals", s(p.proposals), "--out", s(p.top),
+                                                          "--top", s(config.top)], p.top),
+        Stage("train-cls (CAM classifier)", ["train-cls", s(p.data), "--out", s(p.cls), "--backbone", "resnet18",
+                                             "--from-scratch", "--size", s(config.cls_size), "--epochs",
+                                             s(config.cls_epochs), *dev, "--resume"], p.cls),
+        Stage("train-mil (MIL network, eq. 9)", ["train-mil", s(p.data), "--proposals", s(p.top), "--cams", s(p.cls),
+                                                 "--out", s(p.mil), "--backbone", "resnet18", "--weights",
+                                                 s(p.cls / "checkpoint.pt"), "--size", s(config.mil_size),
+                                                 "--epochs", s(config.mil_epochs), *dev, "--resume"], p.mil),
+        Stage("extract (features + probabilities)", ["extract", s(p.data), "--proposals", s(p.top), "--mil", s(p.mil),
+                                                     "--out", s(p.features), *dev], p.features),
+        Stage("label: MIL argmax (no graph)", ["label", "--method", "mil-argmax", "--features", s(p.features),
+                                               "--proposals", s(p.top), "--out", s(p.argmax)], p.argmax),
+        Stage("build-graph (kNN, eq. 10)", ["build-graph", s(p.features), "--out", s(p.graph), "--delta",
+                                            s(config.delta)], p.graph),
+        Stage("solve-cut (multiway cut)", ["solve-cut", "--graph", s(p.graph), "--out", s(p.cut), "--workers",
+                                           s(config.workers)], p.cut),
+        Stage("export (LIID pseudo-labels)", ["export", s(p.cut), "--proposals", s(p.top), "--out", s(p.liid)],
+              p.liid),
+        Stage("label: oracle (upper bound)", ["label", "--method", "oracle", "--dataset", s(p.data), "--proposals",
+                                              s(p.top), "--out", s(p.oracle)], p.oracle),
+        *(Stage(f"evaluate {name}", ["evaluate", s(p.data), s(label_dirs[name] / "instances.json"), "--json",
+                                     s(p.evaluation(name))], p.evaluation(name)) for name in LABELINGS),
+        Stage("train-maskrcnn on the LIID labels", [
+            "train-maskrcnn", s(p.data), "--train-json", s(p.liid / "instances.json"), "--out", s(p.maskrcnn),
+            "--backbone", config.maskrcnn_backbone, "--weights", s(p.cls / "checkpoint.pt"), "--epochs",
+            s(config.maskrcnn_epochs), "--batch-size", s(config.maskrcnn_batch), "--lr", s(config.maskrcnn_lr),
+            "--warmup-iters", s(config.maskrcnn_warmup), "--roi-batch", s(config.maskrcnn_roi_batch),
+            "--min-size", s(config.cls_size), "--max-size", s(config.cls_size), "--eval-every",
+            s(config.maskrcnn_epochs), "--eval-dataset", s(p.data), "--eval-split", "val", *dev, "--resume"],
+            p.maskrcnn),
+    ]
+
+
+def _shown(arg: str) -> str:
+    """An argument as printed: paths inside the current folder relative to it."""
+    if os.path.isabs(arg) and arg.startswith(os.getcwd() + os.sep):
+        return os.path.relpath(arg)
+    return arg
+
+
+def run_stage(stage: Stage, number: str, liid: Sequence[str], log: Path) -> None:
+    """Run one stage, its output streamed to the terminal (progress bars included) and appended to ``log``."""
+    print(f"\n== {number} {stage.name}\n$ liid {shlex.join(_shown(a) for a in stage.args)}", flush=True)
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # lines as they come, not when the stage ends
+    proc = subprocess.Popen([*liid, *stage.args], stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    rc = proc.wait()
+    stage.seconds = time.perf_counter() - t0
+    stage.stdout = "".join(lines)
+    with open(log, "a") as f:
+        f.write(f"$ liid {shlex.join(stage.args)}\n{stage.stdout}(exit {rc}, {stage.seconds:.1f} s)\n\n")
+    if rc != 0:
+        raise LiidError(f"demo stopped at {stage.name!r}: `liid {stage.args[0]}` exited with status {rc} "
+                        f"(full output in {log})")
+
+
+def collect_metrics(config: DemoConfig, out: Path, done: list[Stage], seconds: float) -> dict:
+    """``metrics.json``: the headline numbers of each labeling and of Mask R-CNN, with the stage times."""
+    p = DemoPaths(out)
+    m: dict = {}
+    for name in LABELINGS:
+        r = json.loads(p.evaluation(name).read_text())["instances"]
+        for k in ("ap", "ap50", "ap75", "abo"):
+            m[f"{k}_{name}"] = r[k]
+    train = json.loads((p.maskrcnn / "train.json").read_text())
+    ev = (train.get("final") or {}).get("evaluation") or {}
+    for k in ("ap", "ap50", "ap75", "abo"):
+        m[f"maskrcnn_{k}"] = ev.get(k)
+    m["seconds"] = seconds
+    m["stages_up_to_date"] = [s.name for s in done if s.skipped]
+    m["stage_seconds"] = {s.args[0] if s.args[0] not in ("label", "evaluate") else s.name: round(s.seconds, 1)
+                          for s in done if s.seconds is not None}
+    m["config"] = asdict(config)
+    m["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    m["date"] = time.strftime("%Y-%m-%d")
+    return m
+
+
+def results_table(m: dict) -> str:
+    """The demo's closing table (plain text)."""
+    rows = [("pseudo-labels: MIL argmax (no graph)", "mil_argmax"), ("pseudo-labels: LIID (graph + cut)", "liid"),
+            ("pseudo-labels: oracle (GT boxes, bound)", "oracle"), ("Mask R-CNN on LIID labels (val)", "maskrcnn")]
+    lines = [f"{'':42} {'AP':>6} {'AP50':>6} {'AP75':>6} {'ABO':>6}"]
+    for title, key in rows:
+        vals = [m.get(f"{key}_{k}" if key != "maskrcnn" else f"maskrcnn_{k}") for k in ("ap", "ap50", "ap75", "abo")]
+        lines.append(f"{title:42} " + " ".join(f"{v:6.3f}" if v is not None else f"{'-':>6}" for v in vals))
+    lines.append(f"{'total seconds':42} {m['seconds']:6.0f}")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig, out: Path, report: Callable[[DemoConfig, Path, dict], Path] | None = None) -> dict:
+    """Run every stage (each skipping what is up to date), then write metrics.json and the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "commands.log"
+    liid = liid_command()
+    todo = stages(config, out)
+    t0 = time.perf_counter()
+    for i, stage in enumerate(todo):
+        run_stage(stage, f"[{i + 1}/{len(todo) + 1}]", liid, log)
+    print(f"\n== [{len(todo) + 1}/{len(todo) + 1}] report", flush=True)
+    metrics = collect_metrics(config, out, todo, time.perf_counter() - t0)
+    if report is not None:
+        metrics["report"] = str(report(config, out, metrics))
+    metrics["seconds"] = time.perf_counter() - t0
+    write_json(out / "metrics.json", metrics)
+    return metrics
