@@ -15,7 +15,7 @@ $(STAMP): requirements.lock pyproject.toml tools/repair_torchvision.py
 	$(BIN)/python tools/repair_torchvision.py
 	touch $(STAMP)
 
-# synthetic dataset -> proposals -> proposal evaluation -> graph + cut demo (tools/demo.py); reruns skip done stages
+# the whole pipeline on the synthetic set, end to end, with demo_out/report.html (tools/demo.py); reruns skip done stages
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py --out demo_out
 

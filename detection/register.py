@@ -28,6 +28,7 @@ import contextlib
 import io
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from liid.errors import LiidError
@@ -96,6 +97,35 @@ def _is_int(v: object) -> bool:
 
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_config_datasets(num_classes: int, train: Sequence[str], test: Sequence[str],
+                          root: str | os.PathLike) -> None:
+    """Before any training starts: every LIID dataset a config names (``DATASETS.TRAIN``/``TEST``) exists,
+    reads as detectron2 reads it (``coco_json_check``), has ``num_classes`` categories
+    (``MODEL.ROI_HEADS.NUM_CLASSES``), and a training set has annotations. Names outside ``LAYOUT`` are
+    the user's own registrations and are left to detectron2. LiidError naming the file otherwise."""
+    paths = liid_dataset_paths(root)
+    for name in [*train, *test]:
+        if name not in paths:
+            continue
+        js, images = paths[name]
+        if not os.path.isfile(js):
+            raise LiidError(f"{js}: not found (dataset {name!r} under --liid-root {root})")
+        records = coco_json_check(js, images)
+        cats = read_json_categories(js)
+        if len(cats) != num_classes:
+            raise LiidError(f"{js}: {len(cats)} categories, but the config's MODEL.ROI_HEADS.NUM_CLASSES is "
+                            f"{num_classes} (dataset {name!r})")
+        if name in train and not any(r["annotations"] for r in records):
+            raise LiidError(f"{js}: no annotations to train on (dataset {name!r})")
+
+
+def read_json_categories(json_file: str | os.PathLike) -> list[dict]:
+    from liid.atomic import read_json
+
+    data = read_json(json_file)
+    return data.get("categories", []) if isinstance(data, dict) else []
 
 
 def coco_json_check(json_file: str | os.PathLike, image_root: str | os.PathLike,

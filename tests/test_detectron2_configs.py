@@ -337,3 +337,27 @@ def test_dataset_to_coco_for_liid_voc_val(tmp_path):
     stamp = out.stat().st_mtime_ns
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)  # kept without --overwrite
     assert again.returncode == 2 and str(out) in again.stderr and out.stat().st_mtime_ns == stamp
+
+
+def test_config_datasets_checked_before_training(layout, tmp_path):
+    """tools/train_net.py's check before any training: NUM_CLASSES against the JSON's categories, a training
+    set without annotations, a named LIID dataset whose file is missing; the user's own names pass through."""
+    from detection.register import check_config_datasets
+
+    train, test = ["liid_synthetic_pseudo_train"], ["liid_synthetic_val"]
+    check_config_datasets(6, train, test, layout)
+    check_config_datasets(6, [*train, "my_own_dataset"], test, layout)
+    with pytest.raises(LiidError, match=r"instances\.json: 6 categories, but the config's MODEL\.ROI_HEADS\.NUM_CL"):
+        check_config_datasets(20, train, test, layout)
+    with pytest.raises(LiidError, match="not found"):
+        check_config_datasets(20, ["liid_voc_pseudo_train"], [], layout)
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(layout / "synthetic", root / "synthetic")
+    pseudo = root / "synthetic" / "pseudo" / "instances.json"
+    doc = json.loads(pseudo.read_text())
+    pseudo.write_text(json.dumps({**doc, "annotations": []}))
+    with pytest.raises(LiidError, match="no annotations to train on"):
+        check_config_datasets(6, train, test, root)
+    check_config_datasets(6, [], ["liid_synthetic_pseudo_train"], root)  # an empty test set is not an error

@@ -63,10 +63,17 @@ def build_trainer_class():
 def main(args):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from detection.register import register_liid_datasets
+    from detection.register import check_config_datasets, register_liid_datasets
+    from liid.errors import LiidError
 
     register_liid_datasets(args.liid_root)  # in every worker process: launch() spawns them
     cfg = setup(args)
+    try:  # the LIID datasets the config names: present, readable, NUM_CLASSES categories; before any training
+        check_config_datasets(cfg.MODEL.ROI_HEADS.NUM_CLASSES, () if args.eval_only else cfg.DATASETS.TRAIN,
+                              cfg.DATASETS.TEST, args.liid_root)
+    except LiidError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     trainer_cls = build_trainer_class()
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
