@@ -87,7 +87,9 @@ def test_demo_end_to_end(demo):
         assert f"figures/{name}" in page
         assert Image.open(out / "figures" / name).size[0] > 100
     assert m["ap50_oracle"] >= m["ap50_liid"] - 1e-9 or m["ap50_oracle"] > 0  # the bound is a real evaluation
-    assert "Mask R-CNN" in results_table(m)
+    table = results_table(m)
+    assert "Mask R-CNN" in table and f"{m['ap50_liid']:6.3f}" in table and f"{m['maskrcnn_ap50']:6.3f}" in table
+    assert f"<td>{m['ap50_oracle']:.3f}</td>" in page
 
 
 def test_demo_rerun_is_up_to_date(demo):

@@ -46,7 +46,7 @@ class DemoConfig:
     maskrcnn_epochs: int = 5
     maskrcnn_backbone: str = "resnet18"
     maskrcnn_batch: int = 4
-    maskrcnn_lr: float = 0.02
+    maskrcnn_lr: float = 0.01  # 0.02 diverges (NaN) within the first epoch here
     maskrcnn_warmup: int = 20
     maskrcnn_roi_batch: int = 32  # the mask head's cost grows with it: 512 (detectron2) is 8x slower on CPU
     report_images: int = 4
@@ -232,13 +232,19 @@ def collect_metrics(config: DemoConfig, out: Path, done: list[Stage], seconds: f
     return m
 
 
+def metric_key(source: str, metric: str) -> str:
+    """metrics.json's key of ``metric`` (ap, ap50, ap75, abo) for a labeling (``ap50_liid``) or Mask R-CNN
+    (``maskrcnn_ap50``)."""
+    return f"maskrcnn_{metric}" if source == "maskrcnn" else f"{metric}_{source}"
+
+
 def results_table(m: dict) -> str:
     """The demo's closing table (plain text)."""
     rows = [("pseudo-labels: MIL argmax (no graph)", "mil_argmax"), ("pseudo-labels: LIID (graph + cut)", "liid"),
             ("pseudo-labels: oracle (GT boxes, bound)", "oracle"), ("Mask R-CNN on LIID labels (val)", "maskrcnn")]
     lines = [f"{'':42} {'AP':>6} {'AP50':>6} {'AP75':>6} {'ABO':>6}"]
     for title, key in rows:
-        vals = [m.get(f"{key}_{k}" if key != "maskrcnn" else f"maskrcnn_{k}") for k in ("ap", "ap50", "ap75", "abo")]
+        vals = [m.get(metric_key(key, k)) for k in ("ap", "ap50", "ap75", "abo")]
         lines.append(f"{title:42} " + " ".join(f"{v:6.3f}" if v is not None else f"{'-':>6}" for v in vals))
     lines.append(f"{'total seconds':42} {m['seconds']:6.0f}")
     return "\n".join(lines)

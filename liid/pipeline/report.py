@@ -24,6 +24,7 @@ from detection.export import voc_palette
 from liid.atomic import load_npy
 from liid.datasets import open_dataset
 from liid.datasets.base import Dataset
+from liid.pipeline.demo import metric_key
 from proposals.store import read_image_proposals, read_proposal_index
 
 SCALE = 2  # pictures are drawn at twice the image size (the synthetic images are 160 px)
@@ -90,7 +91,7 @@ def size_bins(sizes: np.ndarray) -> list[tuple[str, int, int]]:
 def histogram_png(bins: Sequence[tuple[str, int, int]], file: Path, title: str) -> None:
     """A bar chart of ``size_bins``: bar height = number of components (log scale), with the count of
     components above each bar and the number of proposals in them below its label."""
-    w_bar, gap, left, bottom, top, height = 56, 10, 50, 48, 40, 200
+    w_bar, gap, left, bottom, top, height = 56, 10, 84, 48, 40, 200
     width = left + len(bins) * (w_bar + gap) + 20
     img = Image.new("RGB", (max(width, 360), top + height + bottom), (255, 255, 255))
     d = ImageDraw.Draw(img)
@@ -101,7 +102,7 @@ def histogram_png(bins: Sequence[tuple[str, int, int]], file: Path, title: str) 
     d.line([(left - 4, y0), (width - 10, y0)], fill=(0, 0, 0))
     d.line([(left - 4, top), (left - 4, y0)], fill=(0, 0, 0))
     d.text((4, top - 2), "components", fill=(90, 90, 90))
-    d.text((4, top + 10), "(log)", fill=(90, 90, 90))
+    d.text((4, top + 12), "(log scale)", fill=(90, 90, 90))
     for i, (label, count, nodes) in enumerate(bins):
         x = left + i * (w_bar + gap)
         h = np.log10(count + 1) * scale if count else 0
@@ -249,7 +250,7 @@ def write_report(out: Path, metrics: dict, dataset_path: Path, proposals: Path, 
              ("oracle: GT boxes label the proposals (bound)", "oracle"),
              ("Mask R-CNN trained on the LIID labels, val images", "maskrcnn")]
     trs = "".join(f"<tr><td>{html.escape(t)}</td>" + "".join(
-        f"<td>{_fmt(metrics.get(f'{k}_{m}' if k != 'maskrcnn' else f'maskrcnn_{m}'))}</td>"
+        f"<td>{_fmt(metrics.get(metric_key(k, m)))}</td>"
         for m in ("ap", "ap50", "ap75", "abo")) + "</tr>" for t, k in table)
     stage_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>"
                          for k, v in metrics.get("stage_seconds", {}).items())
