@@ -3,7 +3,8 @@
 This is the last step of the LIID pipeline (paper sec. 5): every proposal has a label from the cut;
 label 0 (background/noise) is dropped, the rest go through NMS at IoU 0.4 and become pseudo instances.
 The semantic pseudo-mask of an image is the union of its instances per class, larger instances painted
-first and smaller ones on top, so a small object inside a large one stays visible.
+first and smaller ones on top, so a small object inside a large one stays visible (a labeler may give
+its own map instead: ``ImageLabels.semantic``).
 
 NMS is **per class** (``torchvision.ops.batched_nms``), as in the LIID reference code: two overlapping
 proposals with different labels both survive; of two overlapping proposals with the same label only the
@@ -144,12 +145,19 @@ class ImageLabels:
     dropped) or a class ``1..K``; ``scores`` float [m]: the NMS score, written as ``score`` (None: the
     proposal store's scores); ``rows`` int [m]: what each entry came from, named in error messages
     (default ``0..m-1``). A plain tuple ``(index, labels, scores)`` is accepted wherever this is.
+
+    For labelers whose instances are not the store's proposals (or whose semantic map is not the union of its
+    instances, e.g. the ``cam`` baselines): ``proposals`` holds the image's own instance masks and boxes, and
+    ``index`` then refers to it instead of the proposal store; ``semantic`` int [H, W] (0..K) is written as
+    the image's PNG instead of the union of its kept instances. Both default to None: the store, the union.
     """
 
     index: np.ndarray
     labels: np.ndarray
     scores: np.ndarray | None = None
     rows: np.ndarray | None = None
+    proposals: ImageProposals | None = None
+    semantic: np.ndarray | None = None
 
 
 PerImage = Mapping[str, ImageLabels | tuple] | Callable[[str, Callable[[], ImageProposals]], ImageLabels | tuple | None]
@@ -231,7 +239,7 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
         inputs=inputs or {"features": str(store.path), "proposals": str(proposals)})
 
 
-def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: str | os.PathLike,
+def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: str | os.PathLike | None,
                    per_image: PerImage, out: str | os.PathLike, nms_iou: float = 0.4, palette_pngs: bool = True,
                    overwrite: bool = False, progress: bool = True, score_name: str = "prob",
                    row_name: str = "entry", num_proposals: int | None = None, inputs: dict | None = None,
@@ -246,12 +254,13 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
     (read once, cached; never read when the image has nothing labeled). Per image: background (label 0) and
     empty masks are dropped, per-class NMS at ``nms_iou`` on the proposal boxes by score, annotations by
     decreasing score. ``score_name`` is recorded as ``config.score``; ``num_proposals`` (default: the
-    number of labeled entries) as ``proposals``.
+    number of labeled entries) as ``proposals``. ``proposals`` may be None when every image's labels bring
+    their own (``ImageLabels.proposals``); ``entries`` then need no ``file``.
     """
     out = check_output(out, overwrite)
-    proposals = Path(proposals)
+    proposals = None if proposals is None else Path(proposals)
     classes = list(classes)
-    check_palette(classes, palette_pngs, proposals)
+    check_palette(classes, palette_pngs, proposals if proposals is not None else out)
     coco_ids, id_rule = coco_image_ids(list(entries))
     images, annotations = [], []
     counts = {"dropped_background": 0, "dropped_empty": 0, "suppressed_nms": 0}
@@ -264,17 +273,22 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
             e, cid = entries[i], coco_ids[i]
             h, w = e["height"], e["width"]
             images.append({"id": cid, "file_name": e["file_name"], "height": h, "width": w})
-            load = functools.cache(functools.partial(read_image_proposals, proposals, e))
+            load = functools.cache(functools.partial(_read_store_image, proposals, e))
             got = per_image.get(e["id"]) if isinstance(per_image, Mapping) else per_image(e["id"], load)
-            item = _image_labels(got, len(classes), f"labels of image {e['id']!r}")
+            where = f"labels of image {e['id']!r}"
+            item = _image_labels(got, len(classes), where, (h, w))
             kept: list[tuple[int, dict]] = []
             if item is not None and len(item.index):
                 total += len(item.index)
-                kept = _image_instances(load(), item, nms_iou, counts, str(proposals / e["file"]), row_name)
+                own = item.proposals is not None
+                kept = _image_instances(item.proposals if own else load(), item, nms_iou, counts,
+                                        where if own else str(proposals / e["file"]), row_name)
             for lab, ann in kept:
                 per_class[lab] += 1
                 annotations.append({"id": len(annotations) + 1, "image_id": cid, **ann})
-            if palette_pngs:
+            if palette_pngs and item is not None and item.semantic is not None:
+                write_palette_png(tmp / "semantic" / f"{e['id']}.png", item.semantic)
+            elif palette_pngs:
                 masks = np.zeros((len(kept), h, w), dtype=bool)
                 for j, (_, a) in enumerate(kept):
                     masks[j] = mask_util.decode(_bytes_rle(a["segmentation"])).astype(bool)
@@ -305,8 +319,16 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
     return summary
 
 
-def _image_labels(got: object, k1: int, where: str) -> ImageLabels | None:
-    """``per_image``'s answer for one image, validated: equal lengths, integer labels in ``[0, k1)``."""
+def _read_store_image(proposals: Path | None, entry: dict) -> ImageProposals:
+    """One image's proposals from the store (``export_labeled``'s ``load``)."""
+    if proposals is None:
+        raise LiidError(f"image {entry['id']!r}: labels refer to the proposal store, but none was given")
+    return read_image_proposals(proposals, entry)
+
+
+def _image_labels(got: object, k1: int, where: str, size: tuple[int, int] | None = None) -> ImageLabels | None:
+    """``per_image``'s answer for one image, validated: equal lengths, integer labels in ``[0, k1)``; its own
+    proposals and semantic map (if any) of the image's ``size`` (H, W), the map's classes in ``[0, k1)``."""
     if got is None:
         return None
     item = got if isinstance(got, ImageLabels) else ImageLabels(*got)
@@ -324,7 +346,16 @@ def _image_labels(got: object, k1: int, where: str) -> ImageLabels | None:
         j = int(np.argmax(bad))
         raise LiidError(f"{where}: entry {j}: proposal {int(index[j])} with label {int(labels[j])} "
                         f"(labels are 0..{k1 - 1}, indices >= 0)")
-    return ImageLabels(index.astype(np.int64), labels.astype(np.int64), scores, rows)
+    own, sem = item.proposals, item.semantic
+    if own is not None and size is not None and (own.height, own.width) != tuple(size):
+        raise LiidError(f"{where}: its instances are {own.height}x{own.width}, the image {size[0]}x{size[1]}")
+    if sem is not None:
+        sem = np.asarray(sem)
+        if size is not None and sem.shape != tuple(size):
+            raise LiidError(f"{where}: semantic map of shape {sem.shape}, the image is {size[0]}x{size[1]}")
+        if not np.issubdtype(sem.dtype, np.integer) or (sem.size and (sem.min() < 0 or sem.max() >= k1)):
+            raise LiidError(f"{where}: semantic map must hold integer classes 0..{k1 - 1}")
+    return ImageLabels(index.astype(np.int64), labels.astype(np.int64), scores, rows, own, sem)
 
 
 def _bytes_rle(rle: dict) -> dict:

@@ -5,9 +5,10 @@ LIID itself is the staged pipeline (extract → build-graph → solve-cut → ex
 its ablations and the alternative methods of the papers.
 """
 
+from liid.labelers.cam import cam_instances, cam_semantic
 from liid.labelers.mil_argmax import mil_argmax_labels
 from liid.labelers.oracle import oracle_labels
 
-METHODS = ("mil-argmax", "oracle")
+METHODS = ("mil-argmax", "oracle", "cam")
 
-__all__ = ["METHODS", "mil_argmax_labels", "oracle_labels"]
+__all__ = ["METHODS", "cam_instances", "cam_semantic", "mil_argmax_labels", "oracle_labels"]
