@@ -98,6 +98,8 @@ def test_demo_rerun_is_up_to_date(demo):
     assert len(again["stages_up_to_date"]) == len(stages(TINY, out))  # every stage skipped its work
     for key in ("ap50_mil_argmax", "ap50_liid", "ap50_oracle", "maskrcnn_ap50"):
         assert again[key] == first[key]
+    assert again["work_seconds"] == first["work_seconds"]  # the times of the run that did the work
+    assert again["pipeline_seconds"] == first["pipeline_seconds"] > 0
 
 
 def test_coco_masks_reads_an_export(demo):
