@@ -26,7 +26,7 @@ def dataset_to_coco(dataset: str, split: str | None, out: Path, overwrite: bool 
     """Convert and write; returns counts (images, instances, skipped images)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     check_output(out, overwrite)
-    ds = open_dataset(dataset, **({"split": split} if split is not None else {}))
+    ds = open_dataset(dataset, split=split)
     if not ds.has_instances:
         raise LiidError(f"{ds.source}: this {ds.kind} dataset has no ground-truth instances to convert")
     ids, _ = coco_image_ids([{"id": im.id} for im in ds.images])

@@ -9,6 +9,7 @@ import numpy as np
 
 from graph.feature_store import write_feature_store
 from liid.atomic import check_output
+from liid.commands.options import device_option, images_option
 from liid.commands.stage import up_to_date
 from liid.datasets import open_dataset
 from liid.errors import LiidError
@@ -25,8 +26,7 @@ from liid.training.mil_data import read_proposal_set
               help="The trained MIL network: a `liid train-mil` folder or its checkpoint.pt.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Feature store directory to write.")
 @click.option("--split", default=None, help="VOC roots: the image set.")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--top", default=None, type=click.IntRange(1),
               help="First N proposals per image. Default: the number the network was trained with (all if it "
               "used all).")
@@ -34,7 +34,7 @@ from liid.training.mil_data import read_proposal_set
               help="Square input size. Default: the training size.")
 @click.option("--float32", "float32", is_flag=True, help="Store features as float32 (default float16: half the disk).")
 @click.option("--batch-images", default=4, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@device_option
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data loader processes.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing feature store.")
 def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | None, images_dir: Path | None,
@@ -46,8 +46,7 @@ def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | No
     Skipped when OUT already holds a store made from the same inputs and settings.
     """
     check_output(out, overwrite=True)
-    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
-    ds = open_dataset(dataset, **kwargs)
+    ds = open_dataset(dataset, split=split, images=images_dir)
     dev = pick_device(device)
     model, meta = load_mil(mil, ds, dev)
     top = top if top is not None else meta.get("top")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from liid.commands.options import images_option
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from proposals.filtering import FilterConfig
@@ -61,8 +62,7 @@ def filter_options(f):
 @click.argument("dataset")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Proposal store directory to write.")
 @click.option("--split", default=None, help="VOC roots: the image set (e.g. train, val, train_aug).")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--method", default=SELECTIVE_SEARCH, show_default=True, type=click.Choice(METHODS),
               help="Generate with selective search, or import files of this format (needs --from).")
 @click.option("--from", "source", default=None, type=click.Path(path_type=Path),
@@ -84,8 +84,7 @@ def command(dataset: str, out: Path, split: str | None, images_dir: Path | None,
     """Segment proposals for every image of DATASET, filtered, written as a proposal store to DIR."""
     if method != SELECTIVE_SEARCH and seed is not None:
         raise LiidError("--seed applies to --method selective-search only")
-    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
-    ds = open_dataset(dataset, **kwargs)
+    ds = open_dataset(dataset, split=split, images=images_dir)
     ss = None
     if method == SELECTIVE_SEARCH:
         overrides = {k: v for k, v in (("max_proposals", max_proposals), ("seed", seed)) if v is not None}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from liid.commands.options import images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.models import BACKBONES
@@ -21,8 +22,7 @@ _D = TrainClsConfig()
 @click.argument("dataset")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Training folder to write.")
 @click.option("--split", default=None, help="VOC roots: the image set (e.g. train, train_aug).")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES))
 @click.option("--weights", default=None, type=click.Path(path_type=Path),
               help="Backbone weights file (torchvision ResNet state dict or a LIID checkpoint). Default: the "
@@ -36,12 +36,7 @@ _D = TrainClsConfig()
 @click.option("--size", default=_D.size, show_default=True, type=click.IntRange(32, 4096),
               help="Square input size in pixels (448 as in the reference code; 128-224 are enough for quick CPU "
               "runs on small images).")
-@click.option("--seed", default=_D.seed, show_default=True, type=click.IntRange(0))
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
-              help="Data loader processes (0: load in the main process).")
-@click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.pt with the same settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing training folder.")
+@training_options
 def command(dataset: str, out: Path, split: str | None, images_dir: Path | None, backbone: str,
             weights: Path | None, from_scratch: bool, epochs: int, lr: float, batch_size: int, size: int,
             seed: int, device: str | None, workers: int, resume: bool, overwrite: bool) -> None:
@@ -53,8 +48,7 @@ def command(dataset: str, out: Path, split: str | None, images_dir: Path | None,
     """
     if weights is not None and from_scratch:
         raise LiidError("--weights and --from-scratch exclude each other")
-    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
-    ds = open_dataset(dataset, **kwargs)
+    ds = open_dataset(dataset, split=split, images=images_dir)
     config = TrainClsConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
                             epochs=epochs, lr=lr, batch_size=batch_size, size=size, seed=seed, device=device,
                             workers=workers)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from liid.commands.options import images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.training.deeplab import DEEPLAB_BACKBONES, TrainDeepLabConfig, train_deeplab
@@ -23,8 +24,7 @@ _D = TrainDeepLabConfig()
               "255 = ignore), e.g. the semantic/ folder of `liid export`.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Training folder to write.")
 @click.option("--split", default=None, help="VOC roots: the image set to train on (e.g. train, train_aug).")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--eval-split", default=None,
               help="VOC roots: the image set to evaluate on (e.g. val). Default: the training images.")
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(DEEPLAB_BACKBONES),
@@ -40,16 +40,11 @@ _D = TrainDeepLabConfig()
 @click.option("--batch-size", default=_D.batch_size, show_default=True, type=click.IntRange(2))
 @click.option("--crop", default=_D.crop, show_default=True, type=click.IntRange(32, 4096),
               help="Square training crop in pixels, after random scaling by 0.5-1.5 (padded with ignore).")
-@click.option("--seed", default=_D.seed, show_default=True, type=click.IntRange(0))
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
-              help="Data loader processes (0: load in the main process).")
 @click.option("--eval-every", default=_D.eval_every, show_default=True, type=click.IntRange(0),
               help="Evaluate every N epochs and after the last one (0: never).")
 @click.option("--crf", is_flag=True, help="Refine the evaluation's predictions with the dense CRF of paper 000 "
               "(needs pip install pydensecrf2).")
-@click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.pt with the same settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing training folder.")
+@training_options
 def command(dataset: str, masks: Path, out: Path, split: str | None, images_dir: Path | None,
             eval_split: str | None, backbone: str, weights: Path | None, from_scratch: bool, epochs: int,
             lr: float, batch_size: int, crop: int, seed: int, device: str | None, workers: int, eval_every: int,
@@ -64,8 +59,7 @@ def command(dataset: str, masks: Path, out: Path, split: str | None, images_dir:
     """
     if weights is not None and from_scratch:
         raise LiidError("--weights and --from-scratch exclude each other")
-    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
-    ds = open_dataset(dataset, **kwargs)
+    ds = open_dataset(dataset, split=split, images=images_dir)
     eval_ds = None
     if eval_split is not None:
         if ds.kind != "voc":

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from liid.atomic import check_output, write_json
+from liid.commands.options import device_option, images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.models.backbone import BACKBONES
@@ -19,18 +20,13 @@ from liid.training.maskrcnn import MaskRCNNConfig, predict_dataset, train_maskrc
 _D = MaskRCNNConfig()
 
 
-def _open(path: str, split: str | None, images: Path | None):
-    return open_dataset(path, **{k: v for k, v in (("split", split), ("images", images)) if v is not None})
-
-
 @click.command("train-maskrcnn")
 @click.argument("dataset")
 @click.option("--train-json", required=True, type=click.Path(path_type=Path),
               help="Pseudo-label COCO instances JSON (`liid export`'s OUT/instances.json).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Training folder to write.")
 @click.option("--split", default=None, help="VOC roots: the image set the pseudo labels were made on.")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES),
               help="ResNet under the FPN (resnet50 as in the papers; resnet18 for CPU-sized runs).")
 @click.option("--weights", default=None, type=click.Path(path_type=Path),
@@ -59,12 +55,7 @@ def _open(path: str, split: str | None, images: Path | None):
 @click.option("--eval-split", default=None, help="VOC roots: the image set of --eval-dataset (e.g. val).")
 @click.option("--eval-images", default=None, type=click.Path(path_type=Path),
               help="COCO JSONs: the images folder of --eval-dataset.")
-@click.option("--seed", default=_D.seed, show_default=True, type=click.IntRange(0))
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
-              help="Data loader processes (0: load in the main process).")
-@click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.pt with the same settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing training folder.")
+@training_options
 def command(dataset: str, train_json: Path, out: Path, split: str | None, images_dir: Path | None,
             backbone: str, weights: Path | None, from_scratch: bool, epochs: int, lr: float | None, batch_size: int,
             warmup_iters: int, roi_batch: int, min_size: int, max_size: int, eval_every: int, eval_dataset: str | None,
@@ -82,8 +73,8 @@ def command(dataset: str, train_json: Path, out: Path, split: str | None, images
         raise LiidError("--weights and --from-scratch exclude each other")
     if eval_dataset is None and (eval_split is not None or eval_images is not None):
         raise LiidError("--eval-split/--eval-images need --eval-dataset")
-    ds = _open(dataset, split, images_dir)
-    ev = _open(eval_dataset, eval_split, eval_images) if eval_dataset is not None else None
+    ds = open_dataset(dataset, split=split, images=images_dir)
+    ev = open_dataset(eval_dataset, split=eval_split, images=eval_images) if eval_dataset is not None else None
     config = MaskRCNNConfig(weights=str(weights) if weights else None, backbone=backbone, from_scratch=from_scratch,
                             epochs=epochs, lr=lr, batch_size=batch_size, roi_batch=roi_batch, min_size=min_size,
                             warmup_iters=warmup_iters,
@@ -106,17 +97,16 @@ def command(dataset: str, train_json: Path, out: Path, split: str | None, images
               help="A `liid train-maskrcnn` folder (or its checkpoint.pt).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="COCO results JSON to write.")
 @click.option("--split", default=None, help="VOC roots: the image set to predict.")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1))
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@device_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 def predict_command(dataset: str, model_path: Path, out: Path, split: str | None, images_dir: Path | None,
                     batch_size: int, device: str | None, overwrite: bool) -> None:
     """Predict instances on every image of DATASET with a trained Mask R-CNN; write a COCO results list
     (RLE of mask > 0.5, score) that `liid evaluate DATASET OUT` scores."""
     check_output(out, overwrite)
-    ds = _open(dataset, split, images_dir)
+    ds = open_dataset(dataset, split=split, images=images_dir)
     results, info = predict_dataset(ds, model_path, device=device, batch_size=batch_size)
     write_json(out, results, overwrite=overwrite, compact=True)
     click.echo(f"{out}: {info['predictions']} predictions on {info['images']} images (model after epoch "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from liid.commands.options import images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.models import BACKBONES
@@ -27,8 +28,7 @@ _D = TrainMilConfig()
               "--alpha 0).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Training folder to write.")
 @click.option("--split", default=None, help="VOC roots: the image set (e.g. train, train_aug).")
-@click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
-              help="COCO JSONs: the images folder (default: found beside the JSON).")
+@images_option
 @click.option("--top", default=None, type=click.IntRange(1),
               help="Use the first N proposals of each image (the store is score-ordered). Default: all.")
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES))
@@ -54,11 +54,7 @@ _D = TrainMilConfig()
 @click.option("--att-pooling", default=_D.att_pooling, show_default=True, type=click.Choice(POOLINGS),
               help="eq. 3 over the proposal's box (paper) or its mask (ablation).")
 @click.option("--no-flip", is_flag=True, help="No horizontal-flip augmentation.")
-@click.option("--seed", default=_D.seed, show_default=True, type=click.IntRange(0))
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data loader processes.")
-@click.option("--resume", is_flag=True, help="Continue from DIR/checkpoint.pt with the same settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing training folder.")
+@training_options
 def command(dataset: str, proposals: Path, cams: Path | None, out: Path, split: str | None,
             images_dir: Path | None, top: int | None, backbone: str, weights: Path | None, from_scratch: bool,
             epochs: int, lr: float, size: int, alpha: float, beta: float, gamma: float, eta: float, r: float,
@@ -73,8 +69,7 @@ def command(dataset: str, proposals: Path, cams: Path | None, out: Path, split: 
     """
     if weights is not None and from_scratch:
         raise LiidError("--weights and --from-scratch exclude each other")
-    kwargs = {k: v for k, v in (("split", split), ("images", images_dir)) if v is not None}
-    ds = open_dataset(dataset, **kwargs)
+    ds = open_dataset(dataset, split=split, images=images_dir)
     config = TrainMilConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
                             epochs=epochs, lr=lr, size=size, top=top, alpha=alpha, beta=beta, gamma=gamma, eta=eta,
                             r=r, theta=theta, att_pooling=att_pooling, flip=not no_flip, seed=seed, device=device,
