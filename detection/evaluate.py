@@ -29,13 +29,10 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from liid.atomic import read_json
-from liid.datasets.base import IGNORE, Dataset, ImageInfo
+from liid.datasets.base import IGNORE, Dataset, ImageInfo, check_image_files
 from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from proposals.store import rle_areas
-
-MAX_LISTED = 5  # how many missing items an error message names
-
 
 # ------------------------------------------------------------------------------------------- instances
 
@@ -381,12 +378,7 @@ def evaluate_semantic(dataset: Dataset, pred_dir: str | os.PathLike, progress: b
         raise LiidError(f"{pred_dir}: prediction folder not found")
     if not dataset.has_semantic:
         raise LiidError(f"{dataset.source} has no semantic ground truth (a {dataset.kind} dataset)")
-    names = set(os.listdir(pred_dir))
-    missing = [im.id for im in dataset.images if f"{im.id}.png" not in names]
-    if missing:
-        shown = ", ".join(repr(i) for i in missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
-        raise LiidError(f"{pred_dir}: no PNG for {len(missing)} of the {len(dataset.images)} dataset images "
-                        f"({shown})")
+    check_image_files(pred_dir, dataset, "PNG")
     k = dataset.num_classes
     conf = np.zeros((k + 1, k + 2), dtype=np.int64)
     images = skipped = 0
@@ -401,8 +393,9 @@ def evaluate_semantic(dataset: Dataset, pred_dir: str | os.PathLike, progress: b
         raise LiidError(f"{dataset.source}: none of its {len(dataset.images)} images has semantic ground truth")
     scores = semantic_scores(conf, dataset.classes)
     per_class = scores.pop("per_class")
+    pngs = {n for n in os.listdir(pred_dir) if n.endswith(".png")}
     return {"kind": "semantic", **scores, "images": images, "skipped_no_gt": skipped,
-            "extra_pngs": len({n for n in names if n.endswith(".png")} - {f"{im.id}.png" for im in dataset.images}),
+            "extra_pngs": len(pngs - {f"{im.id}.png" for im in dataset.images}),
             "per_class": per_class, "confusion": conf.tolist()}
 
 

@@ -8,6 +8,7 @@ ground-truth instance is an index into that list (1..K).
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,20 @@ class Instances:
 
     def __len__(self) -> int:
         return int(self.classes.shape[0])
+
+
+LISTED = 5  # how many missing items an error message names
+
+
+def check_image_files(folder: Path, dataset: Dataset, what: str, suffix: str = ".png") -> None:
+    """Every image of ``dataset`` has ``folder/<image id><suffix>`` (prediction PNGs, pseudo-masks, saliency
+    maps); else one LiidError naming the folder, how many are missing and the first few image ids."""
+    names = set(os.listdir(folder))
+    missing = [im.id for im in dataset.images if f"{im.id}{suffix}" not in names]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:LISTED]) + (", ..." if len(missing) > LISTED else "")
+        raise LiidError(f"{folder}: no {what} for {len(missing)} of the {len(dataset.images)} dataset images "
+                        f"({shown})")
 
 
 def read_rgb(file: Path, height: int | None = None, width: int | None = None) -> np.ndarray:

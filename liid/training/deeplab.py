@@ -49,7 +49,7 @@ from tqdm import tqdm
 from detection.evaluate import confusion, semantic_scores
 from detection.export import write_palette_png
 from liid.atomic import atomic_dir, read_json, write_json
-from liid.datasets.base import IGNORE, Dataset
+from liid.datasets.base import IGNORE, Dataset, check_image_files
 from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
@@ -70,7 +70,6 @@ _CONSTRUCTORS = {"resnet101": deeplabv3_resnet101, "resnet50": deeplabv3_resnet5
 HEAD_LR_MULT = 10.0
 POLY_POWER = 0.9
 SCALES = (0.5, 1.5)
-MAX_LISTED = 5
 _MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
 
@@ -208,12 +207,7 @@ def check_masks(dataset: Dataset, masks: Path, progress: bool = True) -> None:
     """Every dataset image has ``masks/<image id>.png`` of its size with values 0..K or 255 (all are read)."""
     if not masks.is_dir():
         raise LiidError(f"{masks}: pseudo-mask folder not found")
-    names = set(os.listdir(masks))
-    missing = [im.id for im in dataset.images if f"{im.id}.png" not in names]
-    if missing:
-        shown = ", ".join(repr(i) for i in missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
-        raise LiidError(f"{masks}: no pseudo-mask PNG for {len(missing)} of the {len(dataset.images)} images "
-                        f"({shown})")
+    check_image_files(masks, dataset, "pseudo-mask PNG")
     for im in tqdm(dataset.images, desc="check masks", unit="img", disable=None if progress else True,
                    leave=False):
         read_mask(masks / f"{im.id}.png", im.id, im.height, im.width, dataset.num_classes)
