@@ -15,6 +15,7 @@ import click
 from tqdm import tqdm
 
 from liid.atomic import check_output, write_json
+from liid.commands.options import images_option
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from proposals.evaluate import ProposalScores, format_table
@@ -67,8 +68,7 @@ def evaluate_store(dataset: str, store: Path, split: str | None = None, images: 
 @click.argument("dataset")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--split", default=None, help="VOC roots: the image set (e.g. val) or a file listing image ids.")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="COCO JSONs: the image folder (default: found from the JSON's location).")
+@images_option
 @click.option("--top", "tops", multiple=True, type=click.IntRange(1),
               help="Also score the top N proposals by score (repeatable); 20, 40 and all are always scored.")
 @click.option("--json", "json_file", type=click.Path(path_type=Path), default=None,

@@ -15,6 +15,7 @@ import click
 
 from detection.evaluate import evaluate_instances, evaluate_semantic, format_table
 from liid.atomic import check_output, write_json
+from liid.commands.options import images_option
 from liid.commands.stage import input_fingerprints
 from liid.datasets import open_dataset
 from liid.errors import LiidError
@@ -55,8 +56,7 @@ def _recorded(json_file: Path, inputs: dict) -> dict | None:
 @click.argument("dataset")
 @click.argument("pred", type=click.Path(path_type=Path))
 @click.option("--split", default=None, help="VOC roots: the image set (e.g. val) or a file listing image ids.")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="COCO JSONs: the image folder (default: found from the JSON's location).")
+@images_option
 @click.option("--json", "json_file", type=click.Path(path_type=Path), default=None,
               help="Also write the full results (per class, confusion matrix) to this JSON file.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
