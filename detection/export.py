@@ -243,9 +243,13 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
                    per_image: PerImage, out: str | os.PathLike, nms_iou: float = 0.4, palette_pngs: bool = True,
                    overwrite: bool = False, progress: bool = True, score_name: str = "prob",
                    row_name: str = "entry", num_proposals: int | None = None, inputs: dict | None = None,
-                   description: str = "LIID pseudo instances (liid export)") -> dict:
+                   description: str = "LIID pseudo instances (liid export)", write_instances: bool = True) -> dict:
     """The export itself, for any labeler: labeled proposals per image → ``out/instances.json``,
     ``out/semantic/<image id>.png`` and ``out/export.json``; returns the ``export.json`` summary.
+
+    ``write_instances=False`` is for the semantic-only labelers (OAA, DSRG, ...): no ``instances.json`` is
+    written (an empty one would read as "no objects" to a Mask R-CNN trainer); each image's labels must then
+    bring their ``semantic`` map and no instances.
 
     ``entries``: proposal-store index entries of the exported images, in output order (``proposal_entries``).
     ``classes``: ``["background", 1..K names]``. ``per_image``: image id → ``ImageLabels`` (or a tuple
@@ -286,6 +290,8 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
             for lab, ann in kept:
                 per_class[lab] += 1
                 annotations.append({"id": len(annotations) + 1, "image_id": cid, **ann})
+            if not write_instances and (item is None or item.semantic is None or len(item.index)):
+                raise LiidError(f"{where}: a semantic-only export takes a semantic map and no instances")
             if palette_pngs and item is not None and item.semantic is not None:
                 write_palette_png(tmp / "semantic" / f"{e['id']}.png", item.semantic)
             elif palette_pngs:
@@ -303,12 +309,14 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
             "categories": [{"id": k, "name": classes[k], "supercategory": "object"}
                            for k in range(1, len(classes))],
         }
-        with open(tmp / "instances.json", "w") as f:
-            json.dump(coco, f, separators=(",", ":"))
+        if write_instances:
+            with open(tmp / "instances.json", "w") as f:
+                json.dump(coco, f, separators=(",", ":"))
         summary = {
             "format": FORMAT, "version": VERSION,
             "images": len(images), "proposals": int(total if num_proposals is None else num_proposals),
             "instances": len(annotations),
+            "instances_json": bool(write_instances),
             **counts,
             "per_class": {classes[k]: int(per_class[k]) for k in range(1, len(classes))},
             "config": {"nms_iou": float(nms_iou), "nms": "per-class (torchvision.ops.batched_nms)",

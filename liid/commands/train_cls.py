@@ -36,10 +36,19 @@ _D = TrainClsConfig()
 @click.option("--size", default=_D.size, show_default=True, type=click.IntRange(32, 4096),
               help="Square input size in pixels (448 as in the reference code; 128-224 are enough for quick CPU "
               "runs on small images).")
+@click.option("--oaa", type=click.Choice(["max", "average"]), default=None,
+              help="OAA (paper 003): keep each training image's cumulative attention maps, fused by element-wise "
+                   "max (the paper's choice) or running average, into DIR/oaa.npz; `liid label --method oaa` "
+                   "reads them.")
+@click.option("--oaa-targets", type=click.Path(path_type=Path), default=None,
+              help="OAA+ (paper 003): train the integral attention model on this `train-cls --oaa` folder's "
+                   "cumulative maps with the hybrid loss (eqs. 7-9) instead of on the image labels; "
+                   "`liid label --method oaa+` reads the result.")
 @training_options
 def command(dataset: str, out: Path, split: str | None, images_dir: Path | None, backbone: str,
             weights: Path | None, from_scratch: bool, epochs: int, lr: float, batch_size: int, size: int,
-            seed: int, device: str | None, workers: int, resume: bool, overwrite: bool) -> None:
+            oaa: str | None, oaa_targets: Path | None, seed: int, device: str | None, workers: int, resume: bool,
+            overwrite: bool) -> None:
     """Train the multi-label CAM classifier on DATASET's image labels; write DIR/checkpoint.pt, log.jsonl,
     loss.png and train.json.
 
@@ -51,7 +60,7 @@ def command(dataset: str, out: Path, split: str | None, images_dir: Path | None,
     ds = open_dataset(dataset, split=split, images=images_dir)
     config = TrainClsConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
                             epochs=epochs, lr=lr, batch_size=batch_size, size=size, seed=seed, device=device,
-                            workers=workers)
+                            workers=workers, oaa=oaa, oaa_targets=None if oaa_targets is None else str(oaa_targets))
     rec = train_classifier(ds, out, config, resume=resume, overwrite=overwrite, echo=click.echo)
     f = rec["final"]
     spe = f["seconds_per_epoch"]

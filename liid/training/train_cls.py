@@ -7,6 +7,11 @@ multilabel soft-margin loss on the foreground labels. Output folder::
     DIR/log.jsonl       one {"type": "step"} record per batch and one {"type": "epoch"} record per epoch
     DIR/loss.png        the loss curve
     DIR/train.json      settings, dataset, per-epoch seconds and the final numbers (train mAP, accuracy)
+    DIR/oaa.npz         with ``oaa``: the OAA cumulative attention maps of every training image (paper 003)
+
+Two variants of paper 003 (``liid.training.oaa``): ``oaa="max"|"average"`` keeps the online accumulated
+attention maps while the classifier trains; ``oaa_targets=DIR`` trains OAA+'s integral attention model (the
+same network) on another run's maps with the hybrid loss (eqs. 7-9) instead of on the image labels.
 
 Deterministic on CPU for a given seed: the init comes from ``torch.manual_seed(seed)``, the epoch's order
 from a loader generator seeded with (seed, epoch), the flips from (seed, epoch, index). Nothing else draws
@@ -34,11 +39,12 @@ from liid.models import MultiLabelClassifier, build_backbone, pick_device, save_
 from liid.training.data import ClassificationData
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from, step_lr
+from liid.training.oaa import MAPS, OaaMaps, attention_from_scores, hybrid_loss, normalised_targets
 
 FORMAT = "liid-train-cls"
 VERSION = 1
 CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
-_OURS = {CHECKPOINT, LOG, PLOT, RECORD}
+_OURS = {CHECKPOINT, LOG, PLOT, RECORD, MAPS}
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,14 @@ class TrainClsConfig:
     seed: int = 0
     device: str | None = None
     workers: int = 0
+    oaa: str | None = None  # "max" or "average": keep OAA's cumulative maps (paper 003 eqs. 3-5)
+    oaa_targets: str | None = None  # OAA+: a folder (or oaa.npz) of cumulative maps to train on (eqs. 7-9)
 
     def __post_init__(self) -> None:
+        if self.oaa is not None and self.oaa not in ("max", "average"):
+            raise LiidError(f"--oaa {self.oaa!r}: choose max or average")
+        if self.oaa is not None and self.oaa_targets is not None:
+            raise LiidError("--oaa and --oaa-targets exclude each other (accumulate maps, or train on them)")
         if self.epochs < 1 or self.batch_size < 1 or self.size < 32 or self.workers < 0:
             raise LiidError(f"bad settings: epochs {self.epochs}, batch size {self.batch_size}, size {self.size}, "
                             f"workers {self.workers}")
@@ -110,6 +122,36 @@ def evaluate(model: MultiLabelClassifier, data: ClassificationData, device: torc
             "train_exact_match": float(((scores > 0.5) == (targets > 0.5)).all(axis=1).mean())}
 
 
+def load_oaa_targets(path: str | Path, data: ClassificationData, num_classes: int) -> OaaMaps:
+    """The cumulative maps OAA+ trains on, checked against the training images (same ids, same classes)."""
+    path = Path(path)
+    maps = OaaMaps.load(path / MAPS if path.is_dir() else path)
+    if maps.num_classes != num_classes:
+        raise LiidError(f"{path}: OAA maps of {maps.num_classes} classes, but the dataset has {num_classes}")
+    known = {iid: i for i, iid in enumerate(maps.ids)}
+    missing = [iid for iid in data.ids if iid not in known]
+    if missing:
+        raise LiidError(f"{path}: no OAA maps for {len(missing)} training images, e.g. {missing[0]!r}")
+    order = [known[iid] for iid in data.ids]
+    return OaaMaps(list(data.ids), maps.num_classes, maps.fusion, [maps.present[i] for i in order],
+                   [maps.maps[i] for i in order], [maps.counts[i] for i in order], maps.epochs)
+
+
+def _oaa_update(maps: OaaMaps | None, fusion: str, data: ClassificationData, dataset: Dataset, raw: torch.Tensor,
+                logits: torch.Tensor, indices: list[int]) -> OaaMaps:
+    """Fuse the batch's attention maps (eq. 2, un-flipped) into the OAA maps (created on the first batch, at the
+    score maps' resolution)."""
+    att = attention_from_scores(raw).cpu().numpy()
+    if maps is None:
+        present = [dataset.labels(iid) for iid in data.ids]
+        maps = OaaMaps.empty(data.ids, present, dataset.num_classes, tuple(att.shape[2:]), fusion=fusion)
+    scores = logits.detach().float().cpu().numpy()
+    for b, i in enumerate(indices):
+        a = att[b][:, :, ::-1] if data.flipped(i) else att[b]
+        maps.update(i, scores[b], a)
+    return maps
+
+
 def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, resume: bool = False,
                      overwrite: bool = False, progress: bool = True,
                      echo: Callable[[str], None] = print) -> dict:
@@ -133,6 +175,14 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
+    targets = None if config.oaa_targets is None else load_oaa_targets(config.oaa_targets, data,
+                                                                         dataset.num_classes)
+    oaa_maps: OaaMaps | None = None
+    if config.oaa is not None and start > 0:
+        oaa_maps = OaaMaps.load(out / MAPS)
+        if oaa_maps.epochs != start or oaa_maps.ids != data.ids:
+            raise LiidError(f"{out / MAPS}: OAA maps of {oaa_maps.epochs} epochs do not belong to the checkpoint "
+                            f"of epoch {start}; train again with --overwrite")
     out.mkdir(exist_ok=True)
     model.to(device)
     model.train()
@@ -151,9 +201,18 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         t0, total, count = time.perf_counter(), 0.0, 0
         bar = tqdm(loader, desc=f"train-cls {epoch + 1}/{config.epochs}", unit="batch",
                    disable=None if progress else True, leave=False)
-        for step, (x, y, _) in enumerate(bar):
+        for step, (x, y, idx) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = multilabel_loss(model(x), y)
+            indices = [int(i) for i in idx]
+            raw = model.raw_cams(x)
+            logits = raw.mean(dim=(2, 3))  # = model(x)
+            if targets is not None:  # OAA+: the integral attention model, eqs. 7-9
+                p = normalised_targets(targets, indices, [data.flipped(i) for i in indices], tuple(raw.shape[2:]))
+                loss = hybrid_loss(raw, p.to(device))
+            else:
+                loss = multilabel_loss(logits, y)
+            if config.oaa is not None:
+                oaa_maps = _oaa_update(oaa_maps, config.oaa, data, dataset, raw, logits, indices)
             if not torch.isfinite(loss):
                 raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -167,6 +226,9 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         seconds.append(time.perf_counter() - t0)
         records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
                         "seconds": seconds[-1]})
+        if oaa_maps is not None:
+            oaa_maps.epochs = epoch + 1
+            oaa_maps.save(out / MAPS)  # before the checkpoint: a checkpoint of epoch t never has older maps
         save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
         write_log(out / LOG, records)
         plot_losses(out / PLOT, records, title="train-cls")
