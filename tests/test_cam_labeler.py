@@ -270,7 +270,7 @@ def test_cam_cli_errors(data, tmp_path):
     assert_one_line_error(res, "checkpoint not found")
     res = invoke("label", "--method", "oracle", "--dataset", data["syn"], "--proposals", data["props"],
                  "--cams", data["cls"], "--out", out)
-    assert_one_line_error(res, "--method cam only")
+    assert_one_line_error(res, "--cams: not an option of --method oracle")
     res = invoke("label", "--method", "oracle", "--dataset", data["syn"], "--out", out)
     assert_one_line_error(res, "--method oracle needs --proposals")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output or temporary folder left

@@ -155,7 +155,7 @@ def test_oracle_errors(data, tmp_path):
     assert_one_line_error(res, "--features")
     res = invoke("label", "--method", "mil-argmax", "--dataset", data["syn"], "--proposals", data["props"],
                  "--out", out)
-    assert_one_line_error(res, "--method oracle only")
+    assert_one_line_error(res, "--dataset: not an option of --method mil-argmax")
 
     # an image of the dataset missing from the proposal store
     meta, props = _proposals(data["ds"], data["ids"][1:])

@@ -14,6 +14,15 @@ import numpy as np
 from detection.export import ImageLabels, export_labeled, export_pseudo_labels, proposal_entries
 from graph.feature_store import read_feature_store
 from liid.atomic import check_output
+from liid.commands.label_semantic import (
+    SEMANTIC_METHODS,
+    am_saliency_semantic_fn,
+    dsrg_semantic_fn,
+    export_semantic,
+    oaa_plus_semantic,
+    oaa_semantic,
+    vit_sm_semantic_fn,
+)
 from liid.commands.stage import input_fingerprints, up_to_date
 from liid.datasets import open_dataset
 from liid.errors import LiidError
@@ -124,33 +133,133 @@ def _export_cam(cams: Path, dataset: str, split: str | None, images_dir: Path | 
         description=f"CAM + {kind} pseudo instances (liid label)", inputs=inputs)
 
 
+# The options each method takes (parameter names); anything else given is refused with one line.
+_DATA = {"dataset", "split", "images_dir"}
+OPTIONS = {
+    "mil-argmax": {"features", "proposals", "any_label"},
+    "oracle": _DATA | {"proposals"},
+    "cam": _DATA | {"proposals", "cams", "cam_threshold", "kind", "device"},
+    "oaa": _DATA | {"cams", "cam_threshold"},
+    "oaa+": _DATA | {"cams", "cam_threshold", "device"},
+    "am-saliency": _DATA | {"cams", "saliency", "cam_threshold", "crf", "rounds", "device"},
+    "dsrg": _DATA | {"model", "device"},
+    "vit-sm": _DATA | {"model", "cam_threshold", "device"},
+}
+_FLAGS = {"features": "--features", "proposals": "--proposals", "any_label": "--any-label", "dataset": "--dataset",
+          "split": "--split", "images_dir": "--images", "cams": "--cams", "cam_threshold": "--cam-threshold",
+          "kind": "--instances", "device": "--device", "saliency": "--saliency", "crf": "--crf/--no-crf",
+          "rounds": "--rounds", "model": "--model"}
+_REQUIRED = {
+    "mil-argmax": {"features": "--features STORE (from `liid extract`)", "proposals": "--proposals STORE"},
+    "oracle": {"dataset": "--dataset DATASET (the ground truth that labels the proposals)",
+               "proposals": "--proposals STORE"},
+    "cam": {"cams": "--cams CLS (a `liid train-cls` folder)", "dataset": "--dataset DATASET (its images and labels)"},
+    "oaa": {"cams": "--cams CLS (a `liid train-cls --oaa max` folder)", "dataset": "--dataset DATASET"},
+    "oaa+": {"cams": "--cams INT (a `liid train-cls --oaa-targets CLS` folder)", "dataset": "--dataset DATASET"},
+    "am-saliency": {"cams": "--cams CLS (a `liid train-cls` folder)", "dataset": "--dataset DATASET"},
+    "dsrg": {"model": "--model DIR (a `liid train-dsrg` folder)", "dataset": "--dataset DATASET"},
+    "vit-sm": {"model": "--model DIR (a `liid train-vit` folder)", "dataset": "--dataset DATASET"},
+}
+
+
+def check_method_options(method: str, given: dict) -> None:
+    """One line for an option the method does not take, or a required one missing (before any work)."""
+    extra = [k for k, v in given.items() if v not in (None, False) and k not in OPTIONS[method]]
+    if "kind" in extra:
+        raise LiidError(f"--method {method} defines no instance output (it writes semantic maps only); "
+                        f"--instances is for --method cam")
+    if extra:
+        takes = ", ".join(_FLAGS[k] for k in _FLAGS if k in OPTIONS[method])
+        raise LiidError(f"{', '.join(_FLAGS[k] for k in extra)}: not an option of --method {method} "
+                        f"(it takes {takes})")
+    for k, what in _REQUIRED[method].items():
+        if given.get(k) is None:
+            raise LiidError(f"--method {method} needs {what}")
+
+
+def _export_semantic_method(method: str, dataset: str, split: str | None, images_dir: Path | None,
+                            cams: Path | None, model: Path | None, threshold: float, saliency: str,
+                            crf: bool, rounds: int, device: str | None, out: Path, overwrite: bool) -> dict | None:
+    """A semantic-only method's export (None when OUT is up to date with the same inputs)."""
+    from liid.labelers.saliency import BUILTIN
+
+    ds = open_dataset(dataset, split=split, images=images_dir)
+    settings = {"cam_threshold": threshold} if "cam_threshold" in OPTIONS[method] else {}
+    files: list[Path] = []
+    if method == "oaa":
+        files = [cams / "oaa.npz" if cams.is_dir() else cams]
+    elif method in ("oaa+", "am-saliency"):
+        files = [cams / "checkpoint.pt" if cams.is_dir() else cams]
+    else:
+        files = [model / "checkpoint.pt" if model.is_dir() else model]
+    if method == "am-saliency":
+        settings.update(saliency=saliency, crf=crf, rounds=rounds)
+        if saliency != BUILTIN:
+            files.append(Path(saliency))
+    inputs = {"method": method, "dataset": str(dataset), "split": split,
+              "images": None if images_dir is None else str(images_dir),
+              "model": str(cams if model is None else model), **settings,
+              "dataset_description": ds.describe(), "fingerprints": input_fingerprints(*files)}
+    if up_to_date(out, "export.json", "inputs", inputs, overwrite):
+        return None
+    check_output(out, overwrite)
+    if not ds.has_labels:
+        raise LiidError(f"{ds.source}: --method {method} needs image labels; this {ds.kind} dataset has none")
+    if method == "oaa":
+        fn = oaa_semantic(cams, ds, threshold)
+    elif method == "oaa+":
+        fn = oaa_plus_semantic(cams, ds, threshold, device)
+    elif method == "am-saliency":
+        fn = am_saliency_semantic_fn(cams, ds, saliency, threshold, crf, rounds, device)
+    elif method == "dsrg":
+        fn = dsrg_semantic_fn(model, ds, device)
+    else:
+        fn = vit_sm_semantic_fn(model, ds, threshold, device)
+    return export_semantic(method, ds, fn, out, inputs, overwrite)
+
+
 @click.command("label")
 @click.option("--method", required=True, type=click.Choice(METHODS),
               help="mil-argmax: the MIL network's own argmax per proposal, no graph (LIID's ablation). "
                    "oracle: the ground truth labels the proposals (box IoU > 0.5 with a GT instance box; "
                    "LIID's upper bound, Table 7). cam: a `liid train-cls` classifier's CAMs: semantic maps "
                    "by argmax over the image's labels, instances from CAM regions (rect, ellipse or best-IoU "
-                   "proposal; LIID Table 9).")
+                   "proposal; LIID Table 9). Semantic maps only: oaa (the cumulative maps of `train-cls --oaa`), "
+                   "oaa+ (the integral attention model of `train-cls --oaa-targets`), am-saliency (attention "
+                   "maps + successive-erasing saliency + CRF), dsrg (a `train-dsrg` network), vit-sm (the "
+                   "Final-CAMs of a `train-vit` model).")
 @click.option("--features", type=click.Path(path_type=Path), default=None,
               help="mil-argmax: the feature store written by `liid extract`.")
 @click.option("--dataset", default=None,
-              help="oracle, cam: the dataset (VOC root, COCO JSON or registered name) whose ground-truth "
-                   "instances (oracle) or image labels (cam) are used; its images are the exported images.")
-@click.option("--split", default=None, help="oracle, cam, VOC roots: the image set (e.g. train) or a list file.")
+              help="All but mil-argmax: the dataset (VOC root, COCO JSON or registered name) whose images are "
+                   "labelled, with its ground-truth instances (oracle) or image labels (the others).")
+@click.option("--split", default=None, help="With --dataset, VOC roots: the image set (e.g. train) or a list file.")
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="oracle, cam, COCO JSONs: the image folder (default: found from the JSON's location).")
+              help="With --dataset, COCO JSONs: the image folder (default: found from the JSON's location).")
 @click.option("--proposals", type=click.Path(path_type=Path), default=None,
               help="Proposal store (mil-argmax, oracle, and cam with --instances proposal).")
 @click.option("--cams", "cams", type=click.Path(path_type=Path), default=None,
-              help="cam: the CAM classifier, a `liid train-cls` folder or its checkpoint.pt (CAMs at its "
-                   "training size).")
+              help="cam, am-saliency: a `liid train-cls` folder or its checkpoint.pt; oaa: a `train-cls --oaa` "
+                   "folder (its oaa.npz); oaa+: a `train-cls --oaa-targets` folder.")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="dsrg: a `liid train-dsrg` folder; vit-sm: a `liid train-vit` folder.")
 @click.option("--cam-threshold", type=click.FloatRange(0.0, 1.0), default=None,
-              help=f"cam: background below this CAM value, and the level of the CAM regions that become "
-                   f"instances [default: {THRESHOLD}].")
+              help=f"cam, oaa, oaa+, vit-sm: background below this attention value (cam: also the level of the "
+                   f"regions that become instances); am-saliency: Algorithm 2's background threshold "
+                   f"[default: {THRESHOLD}].")
 @click.option("--instances", "kind", type=click.Choice(KINDS), default=None,
               help="cam: each CAM region's mask: its box (rect), the ellipse inscribed in it, or the proposal "
-                   "whose box overlaps it most (proposal; needs --proposals) [default: rect].")
-@click.option("--device", default=None, help="cam: auto (default), cpu, cuda or cuda:N.")
+                   "whose box overlaps it most (proposal; needs --proposals) [default: rect]. The other methods "
+                   "define no instances.")
+@click.option("--saliency", default=None,
+              help="am-saliency: 'opencv' (the built-in fine-grained detector, run by successive erasing) or a "
+                   "folder of precomputed <image id>.png saliency maps (e.g. DSS/DHSN) [default: opencv].")
+@click.option("--crf/--no-crf", "crf", default=None,
+              help="am-saliency: refine the fused labels with the dense CRF of eq. 10 [default: --crf].")
+@click.option("--rounds", type=click.IntRange(1, 3), default=None,
+              help="am-saliency with the built-in detector: successive-erasing rounds (Algorithm 1) [default: 3].")
+@click.option("--device", default=None, help="cam, oaa+, am-saliency, dsrg, vit-sm: auto (default), cpu, cuda or "
+              "cuda:N.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @click.option("--any-label", is_flag=True,
               help="mil-argmax: argmax over all classes, not only the image's labels and background.")
@@ -158,10 +267,11 @@ def _export_cam(cams: Path, dataset: str, split: str | None, images_dir: Path | 
               help="Per-class NMS IoU threshold on the instances' boxes (as in `liid export`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(method: str, features: Path | None, dataset: str | None, split: str | None, images_dir: Path | None,
-            proposals: Path | None, cams: Path | None, cam_threshold: float | None, kind: str | None,
-            device: str | None, out: Path, any_label: bool, nms_iou: float, overwrite: bool) -> None:
-    """Label the dataset's proposals (or, for cam, its images) with METHOD; write COCO instances JSON and
-    semantic PNGs to OUT.
+            proposals: Path | None, cams: Path | None, model: Path | None, cam_threshold: float | None,
+            kind: str | None, saliency: str | None, crf: bool | None, rounds: int | None, device: str | None,
+            out: Path, any_label: bool, nms_iou: float, overwrite: bool) -> None:
+    """Label the dataset's proposals (or, for the attention methods, its images) with METHOD; write COCO
+    instances JSON (methods that define instances) and semantic PNGs to OUT.
 
     \b
     Skipped when OUT already holds the labels of the same method, inputs and settings.
@@ -175,17 +285,17 @@ def command(method: str, features: Path | None, dataset: str | None, split: str 
     cam: the classifier's CAMs at each image's size; semantic PNG = per pixel the image's label with the
     highest CAM, background below --cam-threshold; each connected region of a label's CAM above the
     threshold is an instance scored by its peak, then the same export (per-class NMS, COCO JSON).
+
+    \b
+    oaa, oaa+, am-saliency, dsrg, vit-sm: semantic PNGs only (OUT/semantic), no instances.json; for
+    `liid evaluate` (mIoU) and `liid train-deeplab --masks OUT/semantic`.
     """
-    if method != "cam" and (cams is not None or cam_threshold is not None or kind is not None
-                            or device is not None):
-        raise LiidError("--cams, --cam-threshold, --instances and --device are for --method cam only")
-    if method != "cam" and proposals is None:
-        raise LiidError(f"--method {method} needs --proposals STORE")
+    given = {"features": features, "proposals": proposals, "any_label": any_label, "dataset": dataset,
+             "split": split, "images_dir": images_dir, "cams": cams, "cam_threshold": cam_threshold, "kind": kind,
+             "device": device, "saliency": saliency, "crf": crf, "rounds": rounds, "model": model}
+    check_method_options(method, given)
+    threshold = THRESHOLD if cam_threshold is None else cam_threshold
     if method == "mil-argmax":
-        if dataset is not None or split is not None or images_dir is not None:
-            raise LiidError("--dataset, --split and --images are for --method cam or --method oracle only")
-        if features is None:
-            raise LiidError("--method mil-argmax needs --features STORE (from `liid extract`)")
         inputs = {"method": method, "features": str(features), "proposals": str(proposals),
                   "restrict_to_image_labels": not any_label, "nms_iou": nms_iou,
                   "fingerprints": input_fingerprints(features, proposals)}
@@ -198,10 +308,6 @@ def command(method: str, features: Path | None, dataset: str | None, split: str 
             labels, store, proposals, out, nms_iou=nms_iou, overwrite=overwrite, labels_name=f"{method} labels",
             inputs=inputs)
     elif method == "oracle":
-        if dataset is None:
-            raise LiidError("--method oracle needs --dataset DATASET (the ground truth that labels the proposals)")
-        if features is not None or any_label:
-            raise LiidError("--features and --any-label are for --method mil-argmax only")
         summary, no_gt = _export_oracle(dataset, split, images_dir, proposals, out, nms_iou, overwrite)
         if summary is None:
             return
@@ -209,21 +315,23 @@ def command(method: str, features: Path | None, dataset: str | None, split: str 
             click.echo(f"note: {no_gt} images have no ground-truth instances; exported without instances")
     elif method == "cam":
         kind = kind or "rect"
-        if cams is None:
-            raise LiidError("--method cam needs --cams CLS (a `liid train-cls` folder)")
-        if dataset is None:
-            raise LiidError("--method cam needs --dataset DATASET (its images and image labels)")
-        if features is not None or any_label:
-            raise LiidError("--features and --any-label are for --method mil-argmax only")
         if kind == "proposal" and proposals is None:
             raise LiidError("--instances proposal needs --proposals STORE (the proposals to pick from)")
         if kind != "proposal" and proposals is not None:
             raise LiidError(f"--proposals is used by --instances proposal only, not --instances {kind}")
-        threshold = THRESHOLD if cam_threshold is None else cam_threshold
         summary = _export_cam(cams, dataset, split, images_dir, proposals, out, threshold, kind, nms_iou, device,
                               overwrite)
         if summary is None:
             return
+    elif method in SEMANTIC_METHODS:
+        summary = _export_semantic_method(method, dataset, split, images_dir, cams, model, threshold,
+                                          saliency or "opencv", True if crf is None else crf,
+                                          3 if rounds is None else rounds, device, out, overwrite)
+        if summary is None:
+            return
+        click.echo(f"{out}: semantic maps of {summary['images']} images (no instances: --method {method} "
+                   f"defines none)")
+        return
     else:  # pragma: no cover - click.Choice guards this
         raise LiidError(f"unknown method {method!r}")
     click.echo(f"{out}: {summary['instances']} instances in {summary['images']} images "

@@ -9,6 +9,6 @@ from liid.labelers.cam import cam_instances, cam_semantic
 from liid.labelers.mil_argmax import mil_argmax_labels
 from liid.labelers.oracle import oracle_labels
 
-METHODS = ("mil-argmax", "oracle", "cam")
+METHODS = ("mil-argmax", "oracle", "cam", "oaa", "oaa+", "am-saliency", "dsrg", "vit-sm")
 
 __all__ = ["METHODS", "cam_instances", "cam_semantic", "mil_argmax_labels", "oracle_labels"]
