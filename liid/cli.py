@@ -46,6 +46,13 @@ def main() -> None:
       liid train-maskrcnn DATASET --train-json X/instances.json --out MRCNN   Mask R-CNN on pseudo-labels
       liid predict-maskrcnn DATASET --model MRCNN --out preds.json
       liid train-deeplab DATASET --masks X/semantic --out DL                  DeepLab on pseudo-masks
+    Alternative labelers (liid label --method NAME; all write X/semantic, cam also X/instances.json):
+      liid label --method cam --cams CLS --dataset DATASET --out X            CAM (+ Table 9 instances)
+      liid train-cls DATASET --out CLS --oaa max; liid label --method oaa --cams CLS ...          OAA
+      liid train-cls DATASET --out INT --oaa-targets CLS; liid label --method oaa+ --cams INT ... OAA+
+      liid label --method am-saliency --cams CLS --saliency opencv|DIR ...   attention + saliency + CRF
+      liid train-dsrg DATASET --cams CLS --saliency opencv --out D; liid label --method dsrg --model D ...
+      liid train-vit DATASET --out V; liid label --method vit-sm --model V ...  ViT semantic modulation
     All of it end to end on the synthetic set, with a report: make demo (tools/demo.py).
     """
 
@@ -75,6 +82,9 @@ def _register() -> None:
     from liid.commands import train_maskrcnn
     main.add_command(train_maskrcnn.command)
     main.add_command(train_maskrcnn.predict_command)
+    from liid.commands import train_dsrg, train_vit
+    main.add_command(train_dsrg.command)
+    main.add_command(train_vit.command)
 
 
 _register()

@@ -1,0 +1,181 @@
+"""Every labeler on one dataset, scored alike: the comparison table of BENCHMARKS.md (tools/bench_labelers.py).
+
+One chain of the ``liid`` commands a user types (each skipping what is up to date, as in ``make demo``):
+proposals → train-cls --oaa max (one classifier for CAM, OAA, attention+saliency, DSRG's seeds and the MIL
+network's L_Att) → the LIID stages (train-mil, extract, build-graph, solve-cut, export) → every ``liid label``
+method → ``liid evaluate --json`` of each. The table: pseudo-mask mIoU on the training images, instance
+AP50/AP75 where the method defines instances, and seconds per image (the method's own stages, training
+included, and its labelling stage alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from liid.atomic import write_json
+from liid.pipeline.demo import Stage, liid_command, run_stage
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Sizes of the comparison run; the defaults fit about half an hour on 2 CPU cores for 200 synthetic images."""
+
+    dataset: str = "synthetic"  # "synthetic" (made here) or a dataset path (VOC root, COCO JSON)
+    images: int = 200  # synthetic images (80 % train)
+    split: str | None = None  # the dataset's image set (VOC roots)
+    top: int = 20
+    workers: int = 2
+    cls_epochs: int = 10
+    size: int = 160
+    mil_epochs: int = 6
+    mil_size: int = 256
+    delta: float = 0.5  # as in make demo (DemoConfig.delta: from-scratch features are nearly collinear)
+    integral_epochs: int = 5
+    dsrg_epochs: int = 6
+    vit_epochs: int = 30
+    vit_dims: tuple[int, int, int, int] = (192, 6, 3, 16)  # embed, depth, heads, patch
+    device: str | None = None
+
+
+# method → (its labelling stage, the stages it needs: their seconds count in its time per image)
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mil-argmax": ("label mil-argmax", ("proposals", "filter", "train-cls", "train-mil", "extract")),
+    "LIID (graph + cut)": ("export", ("proposals", "filter", "train-cls", "train-mil", "extract", "build-graph",
+                                      "solve-cut")),
+    "oracle (GT boxes)": ("label oracle", ("proposals", "filter")),
+    "cam rect": ("label cam rect", ("train-cls",)),
+    "cam ellipse": ("label cam ellipse", ("train-cls",)),
+    "cam proposal": ("label cam proposal", ("proposals", "filter", "train-cls")),
+    "oaa": ("label oaa", ("train-cls",)),
+    "oaa+": ("label oaa+", ("train-cls", "train-cls oaa+")),
+    "am-saliency": ("label am-saliency", ("train-cls",)),
+    "dsrg": ("label dsrg", ("train-cls", "train-dsrg")),
+    "vit-sm": ("label vit-sm", ("train-vit",)),
+}
+
+
+def stages(c: CompareConfig, out: Path) -> list[Stage]:
+    """The commands in order (arguments without the ``liid`` prefix); each stage's name is its key in METHODS."""
+    s = str
+    data = out / "synthetic" if c.dataset == "synthetic" else Path(c.dataset)
+    ds = [s(data)] + (["--split", c.split] if c.split else [])
+    dev = ["--device", c.device] if c.device else []
+    top, cls, lab = out / "proposals_top", out / "cls", out / "labels"
+    todo: list[Stage] = []
+    if c.dataset == "synthetic":
+        todo.append(Stage("make-synthetic", ["make-synthetic", "--out", s(data), "--images", s(c.images), "--seed",
+                                             "0"], data))
+    todo += [
+        Stage("proposals", ["proposals", *ds, "--out", s(out / "proposals"), "--workers", s(c.workers)],
+              out / "proposals"),
+        Stage("filter", ["filter-proposals", s(out / "proposals"), "--out", s(top), "--top", s(c.top)], top),
+        Stage("train-cls", ["train-cls", *ds, "--out", s(cls), "--backbone", "resnet18", "--from-scratch", "--size",
+                            s(c.size), "--epochs", s(c.cls_epochs), "--oaa", "max", *dev, "--resume"], cls),
+        Stage("train-mil", ["train-mil", *ds, "--proposals", s(top), "--cams", s(cls), "--out", s(out / "mil"),
+                            "--backbone", "resnet18", "--weights", s(cls / "checkpoint.pt"), "--size", s(c.mil_size),
+                            "--epochs", s(c.mil_epochs), *dev, "--resume"], out / "mil"),
+        Stage("extract", ["extract", *ds, "--proposals", s(top), "--mil", s(out / "mil"), "--out",
+                          s(out / "features"), *dev], out / "features"),
+        Stage("label mil-argmax", ["label", "--method", "mil-argmax", "--features", s(out / "features"),
+                                   "--proposals", s(top), "--out", s(lab / "mil-argmax")], lab / "mil-argmax"),
+        Stage("build-graph", ["build-graph", s(out / "features"), "--out", s(out / "graph"), "--delta", s(c.delta)],
+              out / "graph"),
+        Stage("solve-cut", ["solve-cut", "--graph", s(out / "graph"), "--out", s(out / "cut"), "--workers",
+                            s(c.workers)], out / "cut"),
+        Stage("export", ["export", s(out / "cut"), "--proposals", s(top), "--out", s(lab / "LIID (graph + cut)")],
+              lab / "LIID (graph + cut)"),
+        Stage("label oracle", ["label", "--method", "oracle", "--dataset", *ds, "--proposals", s(top), "--out",
+                               s(lab / "oracle (GT boxes)")], lab / "oracle (GT boxes)"),
+    ]
+    for kind in ("rect", "ellipse", "proposal"):
+        extra = ["--proposals", s(top)] if kind == "proposal" else []
+        todo.append(Stage(f"label cam {kind}", ["label", "--method", "cam", "--cams", s(cls), "--dataset", *ds,
+                                                "--instances", kind, *extra, *dev, "--out", s(lab / f"cam {kind}")],
+                          lab / f"cam {kind}"))
+    e, d, h, p = c.vit_dims
+    todo += [
+        Stage("label oaa", ["label", "--method", "oaa", "--cams", s(cls), "--dataset", *ds, "--out", s(lab / "oaa")],
+              lab / "oaa"),
+        Stage("train-cls oaa+", ["train-cls", *ds, "--out", s(out / "oaa_plus"), "--oaa-targets", s(cls),
+                                 "--backbone", "resnet18", "--weights", s(cls / "checkpoint.pt"), "--size", s(c.size),
+                                 "--epochs", s(c.integral_epochs), *dev, "--resume"], out / "oaa_plus"),
+        Stage("label oaa+", ["label", "--method", "oaa+", "--cams", s(out / "oaa_plus"), "--dataset", *ds, *dev,
+                             "--out", s(lab / "oaa+")], lab / "oaa+"),
+        Stage("label am-saliency", ["label", "--method", "am-saliency", "--cams", s(cls), "--dataset", *ds,
+                                    "--saliency", "opencv", *dev, "--out", s(lab / "am-saliency")],
+              lab / "am-saliency"),
+        Stage("train-dsrg", ["train-dsrg", *ds, "--cams", s(cls), "--saliency", "opencv", "--out", s(out / "dsrg"),
+                             "--backbone", "resnet18", "--from-scratch", "--epochs", s(c.dsrg_epochs), "--crop",
+                             s(c.size), *dev, "--resume"], out / "dsrg"),
+        Stage("label dsrg", ["label", "--method", "dsrg", "--model", s(out / "dsrg"), "--dataset", *ds, *dev,
+                             "--out", s(lab / "dsrg")], lab / "dsrg"),
+        Stage("train-vit", ["train-vit", *ds, "--out", s(out / "vit"), "--from-scratch", "--embed-dim", s(e),
+                            "--depth", s(d), "--heads", s(h), "--patch", s(p), "--size", s(c.size), "--epochs",
+                            s(c.vit_epochs), *dev, "--resume"], out / "vit"),
+        Stage("label vit-sm", ["label", "--method", "vit-sm", "--model", s(out / "vit"), "--dataset", *ds, *dev,
+                               "--out", s(lab / "vit-sm")], lab / "vit-sm"),
+    ]
+    for name in METHODS:
+        todo.append(Stage(f"evaluate {name}", ["evaluate", *ds, s(lab / name), "--json",
+                                               s(out / "eval" / f"{name}.json")], out / "eval" / f"{name}.json"))
+    return todo
+
+
+def _images(out: Path) -> int:
+    return int(json.loads((out / "labels" / "oaa" / "export.json").read_text())["images"])
+
+
+def collect(c: CompareConfig, out: Path, done: list[Stage]) -> dict:
+    """results.json: per method mIoU, AP50/AP75 (None where it defines no instances) and seconds per image.
+
+    Stage seconds are those of the last run that did the work (a stage found up to date keeps its old figure)."""
+    try:
+        before = json.loads((out / "results.json").read_text()).get("work_seconds", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        before = {}
+    work = {st.name: before.get(st.name, st.seconds) if st.skipped else st.seconds for st in done}
+    n = _images(out)
+    rows = {}
+    for name, (label_stage, needs) in METHODS.items():
+        ev = json.loads((out / "eval" / f"{name}.json").read_text())
+        inst, sem = ev.get("instances") or {}, ev.get("semantic") or {}
+        own = sum(work.get(k) or 0.0 for k in (*needs, label_stage))
+        rows[name] = {"miou": sem.get("miou"), "ap50": inst.get("ap50"), "ap75": inst.get("ap75"),
+                      "seconds_per_image": own / n, "label_seconds_per_image": (work.get(label_stage) or 0.0) / n}
+    return {"dataset": c.dataset, "images": n, "methods": rows, "work_seconds": work, "config": asdict(c),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def markdown_table(results: dict) -> str:
+    """The BENCHMARKS.md table of ``collect``'s results."""
+    lines = ["| method | mIoU (train) | AP50 | AP75 | s/image (its stages) | s/image (labelling) |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def f(v: float | None, digits: int = 3) -> str:
+        return "–" if v is None else f"{v:.{digits}f}"
+
+    for name, r in results["methods"].items():
+        lines.append(f"| {name} | {f(r['miou'])} | {f(r['ap50'])} | {f(r['ap75'])} | "
+                     f"{f(r['seconds_per_image'], 2)} | {f(r['label_seconds_per_image'], 3)} |")
+    return "\n".join(lines)
+
+
+def run_comparison(c: CompareConfig, out: Path) -> dict:
+    """Run every stage (each skipping what is up to date), then write results.json and table.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval").mkdir(exist_ok=True)
+    log = out / "commands.log"
+    liid = liid_command()
+    todo = stages(c, out)
+    for i, st in enumerate(todo):
+        run_stage(st, f"[{i + 1}/{len(todo)}]", liid, log)
+    results = collect(c, out, todo)
+    write_json(out / "results.json", results)
+    (out / "table.md").write_text(markdown_table(results) + "\n")
+    return results
