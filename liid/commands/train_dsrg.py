@@ -53,8 +53,8 @@ _D = TrainDsrgConfig()
               help="Weight of the constrain-to-boundary (dense CRF) loss; 0 trains with the seeding loss only. "
               "Needs pip install pydensecrf2 when above 0.")
 @click.option("--accumulate", is_flag=True,
-              help="Grow from the previous epoch's labels (labels only grow) instead of from the initial seeds "
-              "every epoch, as the paper does.")
+              help="Grow from the previous epoch's labels, so labels only grow. Default, as the paper and its "
+              "code: every growth starts from the initial seeds.")
 @training_options
 def command(dataset: str, cams: Path, saliency: str, out: Path, split: str | None, images_dir: Path | None,
             backbone: str, weights: Path | None, from_scratch: bool, epochs: int, lr: float, batch_size: int,

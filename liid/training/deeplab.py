@@ -65,8 +65,38 @@ VERSION = 1
 CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
 _OURS = {CHECKPOINT, LOG, PLOT, RECORD}
 PRED_PREFIX = "pred_epoch"
-DEEPLAB_BACKBONES = ("resnet101", "resnet50")
-_CONSTRUCTORS = {"resnet101": deeplabv3_resnet101, "resnet50": deeplabv3_resnet50}
+DEEPLAB_BACKBONES = ("resnet101", "resnet50", "resnet18")
+
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
+    """Stride 1 instead of 2 for a BasicBlock ResNet stage, its 3×3 convolutions dilated instead: the first block
+    at the previous stage's dilation (``dilation // 2``), the others at ``dilation``, as torchvision's
+    ``replace_stride_with_dilation`` does for Bottleneck ResNets (BasicBlock refuses dilation > 1, hence by hand).
+    Same weights, so ImageNet / LIID resnet18 trunks still load."""
+    for i, block in enumerate(layer):
+        d = max(dilation // 2, 1) if i == 0 else dilation
+        for conv in (block.conv1, block.conv2):
+            conv.dilation, conv.padding = (d, d), (d, d)
+        block.conv1.stride = (1, 1)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+
+
+def _deeplabv3_resnet18(weights=None, weights_backbone=None, num_classes: int = 21, aux_loss: bool = False):
+    """DeepLabv3 on a resnet18 at output stride 8 (layer3 dilated 2, layer4 dilated 4), the CPU-sized variant:
+    torchvision builds DeepLabv3 for resnet50/101 only."""
+    from torchvision.models import resnet18
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+    net = resnet18(weights=None)
+    _dilate(net.layer3, 2)
+    _dilate(net.layer4, 4)
+    return DeepLabV3(IntermediateLayerGetter(net, return_layers={"layer4": "out"}), DeepLabHead(512, num_classes),
+                     None)
+
+
+_CONSTRUCTORS = {"resnet101": deeplabv3_resnet101, "resnet50": deeplabv3_resnet50, "resnet18": _deeplabv3_resnet18}
 HEAD_LR_MULT = 10.0
 POLY_POWER = 0.9
 SCALES = (0.5, 1.5)

@@ -81,7 +81,8 @@ INITIAL, SEEDS, SEEDS_META = "initial_seeds", "seeds", "epoch.json"
 SEEDS_FORMAT = "liid-dsrg-seeds"
 _OURS = {CHECKPOINT, LOG, PLOT, RECORD, INITIAL, SEEDS}
 # Dense CRF as in DSRG/SEC: Krähenbühl's default kernels (smoothness w 3, θγ 3; appearance w 10, θα 80, θβ 13),
-# position scales divided by CRF_SCALE on the network's stride-8 maps (the reference code's 12 for 321 → 41).
+# position scales divided by CRF_SCALE on the network's stride-8 maps (the reference code's 12 for 321 → 41;
+# other strides scale it in proportion).
 CRF_PARAMS = {"w1": 10.0, "theta_alpha": 80.0, "theta_beta": 13.0, "w2": 3.0, "theta_gamma": 3.0}
 CRF_SCALE = 12.0
 CRF_ITERS = 10
@@ -365,7 +366,8 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
             raise LiidError(f"{out / INITIAL}: the initial seeds are missing; cannot resume (use --overwrite)")
         start, records = resume_from(out, model, optimizer, config.resumable(), echo, inputs={
             "classifier_sha256": (cls_sha, f"the CAM classifier {cls_file}"),
-            "initial_seeds_fingerprint": (fingerprint(out / INITIAL), f"the initial seeds {out / INITIAL}")})
+            "initial_seeds_fingerprint": (fingerprint(out / INITIAL), f"the initial seeds {out / INITIAL}"),
+            "saliency": (saliency_spec, f"the saliency source ({saliency_spec})")})
     else:
         if resume:
             echo(f"{out}: no checkpoint to resume from; starting from scratch")
@@ -404,7 +406,8 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
     max_iters = iters * config.epochs
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
             "config": config.resumable(), "dataset": dataset.describe(), "crop": config.crop, "trainer": FORMAT,
-            "classifier": str(cls_file), "classifier_sha256": cls_sha, "initial_seeds_fingerprint": init_print}
+            "classifier": str(cls_file), "classifier_sha256": cls_sha, "initial_seeds_fingerprint": init_print,
+            "saliency": saliency_spec}
     record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
               "dataset": dataset.describe(), "classifier": str(cls_file), "classifier_sha256": cls_sha,
               "saliency": saliency_spec, "initial_seeds": initial, "initial_seeds_fingerprint": init_print,
@@ -445,8 +448,11 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits, low = _forward(model, x)
             l_seed = balanced_seed_loss(logits, y)
-            l_bnd = (boundary_loss(low, _small_images(x, tuple(low.shape[-2:])))
-                     if config.boundary_weight > 0 else torch.zeros((), device=device))
+            if config.boundary_weight > 0:
+                stride = x.shape[-1] / low.shape[-1]
+                l_bnd = boundary_loss(low, _small_images(x, tuple(low.shape[-2:])), CRF_SCALE * stride / 8)
+            else:
+                l_bnd = torch.zeros((), device=device)
             loss = l_seed + config.boundary_weight * l_bnd
             if not torch.isfinite(loss):
                 raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
@@ -485,9 +491,9 @@ def read_record(out: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------------------------- inference
 
 
-def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -> tuple[DeepLab, dict]:
-    """The segmentation network of a ``train-dsrg`` folder (or its checkpoint file), in eval mode on ``device``,
-    and the checkpoint's meta; another kind of network or other class names are refused with one line."""
+def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -> DeepLab:
+    """The segmentation network of a ``train-dsrg`` folder (or its checkpoint file), in eval mode on ``device``;
+    another kind of network or other class names are refused with one line (the meta: ``read_checkpoint``)."""
     path = Path(path)
     file = path / CHECKPOINT if path.is_dir() else path
     meta = read_checkpoint(file)["meta"]
@@ -503,7 +509,7 @@ def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -
         raise LiidError(f"checkpoint {file}: unknown DeepLab backbone {backbone!r}")
     model = DeepLab(str(backbone), dataset.num_classes)
     load_checkpoint(file, model)
-    return model.to(device).eval(), meta
+    return model.to(device).eval()
 
 
 def dsrg_semantic(model: DeepLab, image: np.ndarray, present: Sequence[int] | np.ndarray, device: torch.device,
