@@ -119,3 +119,29 @@ def test_bad_input(data, tmp_path):
     res = invoke(*base, "--method", "am-saliency", "--saliency", tmp_path / "nowhere")
     assert_one_line_error(res, "neither 'opencv' nor an existing folder")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith("out")]
+
+
+@pytest.mark.parametrize("method", ["dsrg", "vit-sm"])
+def test_trained_methods_label_through_the_cli(data, tmp_path, method):
+    """train-dsrg / train-vit, then `liid label --method dsrg|vit-sm --model DIR`: the same semantic export."""
+    model = tmp_path / "model"
+    if method == "dsrg":
+        res = invoke("train-dsrg", data["syn"], "--cams", data["cls"], "--saliency", "opencv", "--out", model,
+                     "--backbone", "resnet18", "--from-scratch", "--epochs", "1", "--crop", "64", "--batch-size", "2",
+                     "--boundary-weight", "0", "--device", "cpu")
+    else:
+        res = invoke("train-vit", data["syn"], "--out", model, "--from-scratch", "--embed-dim", "32", "--depth", "2",
+                     "--heads", "2", "--patch", "16", "--size", "64", "--epochs", "1", "--warmup-epochs", "0",
+                     "--batch-size", "4", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "labels"
+    res = invoke("label", "--method", method, "--model", model, "--dataset", data["syn"], "--out", out,
+                 "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    check_semantic_export(out, data["ds"])
+    res = invoke("label", "--method", method, "--model", model, "--dataset", data["syn"], "--out", tmp_path / "x",
+                 "--instances", "rect")
+    assert_one_line_error(res, f"--method {method} defines no instance output")
+    res = invoke("label", "--method", method, "--model", data["cls"], "--dataset", data["syn"], "--out",
+                 tmp_path / "y", "--device", "cpu")  # a classifier folder is not this method's model
+    assert res.exit_code != 0 and "Traceback" not in res.output and res.stderr.startswith("error: ")

@@ -132,15 +132,10 @@ def _images(out: Path) -> int:
     return int(json.loads((out / "labels" / "oaa" / "export.json").read_text())["images"])
 
 
-def collect(c: CompareConfig, out: Path, done: list[Stage]) -> dict:
+def collect(c: CompareConfig, out: Path, work: dict[str, float]) -> dict:
     """results.json: per method mIoU, AP50/AP75 (None where it defines no instances) and seconds per image.
 
-    Stage seconds are those of the last run that did the work (a stage found up to date keeps its old figure)."""
-    try:
-        before = json.loads((out / "results.json").read_text()).get("work_seconds", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        before = {}
-    work = {st.name: before.get(st.name, st.seconds) if st.skipped else st.seconds for st in done}
+    ``work``: each stage's seconds in the last run that did its work (``run_comparison`` keeps them)."""
     n = _images(out)
     rows = {}
     for name, (label_stage, needs) in METHODS.items():
@@ -172,12 +167,18 @@ def run_comparison(c: CompareConfig, out: Path) -> dict:
     """Run every stage (each skipping what is up to date), then write results.json and table.md."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval").mkdir(exist_ok=True)
+    (out / "labels").mkdir(exist_ok=True)
     log = out / "commands.log"
     liid = liid_command()
     todo = stages(c, out)
+    times = out / "stage_seconds.json"  # saved after every stage: an interrupted run keeps its measured times
+    work = json.loads(times.read_text()) if times.is_file() else {}
     for i, st in enumerate(todo):
         run_stage(st, f"[{i + 1}/{len(todo)}]", liid, log)
-    results = collect(c, out, todo)
+        if not st.skipped or st.name not in work:
+            work[st.name] = round(st.seconds, 2)
+            write_json(times, work)
+    results = collect(c, out, work)
     write_json(out / "results.json", results)
     (out / "table.md").write_text(markdown_table(results) + "\n")
     return results
