@@ -77,3 +77,37 @@ def resume_from(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     start = int(meta["epoch"])
     echo(f"{out}: resuming after epoch {start}/{settings.get('epochs', '?')}")
     return start, [r for r in read_log(out / log) if r.get("epoch", 0) <= start]
+
+
+def save_epoch(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int, meta: dict,
+               records: list[dict], title: str) -> None:
+    """An image-level trainer's end of epoch: checkpoint, log.jsonl and loss.png (then the trainer writes its
+    unfinished train.json)."""
+    from liid.models import save_checkpoint
+    from liid.training.log import plot_losses, write_log
+
+    save_checkpoint(out / "checkpoint.pt", model, optimizer, epochs_done, meta)
+    write_log(out / "log.jsonl", records)
+    plot_losses(out / "loss.png", records, title=title)
+
+
+def finish_run(out: Path, records: list[dict], seconds: list[float], record: dict, final: dict, start: int,
+               epochs: int, title: str, echo: Callable[[str], None]) -> dict:
+    """An image-level trainer's finished train.json: ``final`` (its evaluation) with the last epoch's loss and
+    the mean seconds per epoch; a run that had nothing left to train says so and redraws its curve."""
+    import numpy as np
+
+    from liid.atomic import write_json
+    from liid.training.log import plot_losses
+
+    if not (out / "checkpoint.pt").exists():
+        raise LiidError(f"{out}: no checkpoint written")  # cannot happen: epochs >= 1
+    if start >= epochs:
+        echo(f"{out}: already trained for {epochs} epochs; recomputing the final numbers")
+        plot_losses(out / "loss.png", records, title=title)
+    epoch_losses = [r["loss"] for r in records if r.get("type") == "epoch"]
+    final = {**final, "loss": epoch_losses[-1] if epoch_losses else None,
+             "seconds_per_epoch": float(np.mean(seconds)) if seconds else None}
+    record = {**record, "epochs_done": epochs, "finished": True, "epoch_seconds": seconds, "final": final}
+    write_json(out / "train.json", record)
+    return record

@@ -35,10 +35,9 @@ from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.losses import multilabel_loss
-from liid.models import MultiLabelClassifier, build_backbone, pick_device, save_checkpoint
+from liid.models import MultiLabelClassifier, build_backbone, pick_device
 from liid.training.data import ClassificationData
-from liid.training.log import plot_losses, write_log
-from liid.training.loop import prepare_out, resume_from, step_lr
+from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch, step_lr
 from liid.training.oaa import MAPS, OaaMaps, attention_from_scores, hybrid_loss, normalised_targets
 
 FORMAT = "liid-train-cls"
@@ -229,23 +228,11 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         if oaa_maps is not None:
             oaa_maps.epochs = epoch + 1
             oaa_maps.save(out / MAPS)  # before the checkpoint: a checkpoint of epoch t never has older maps
-        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
-        write_log(out / LOG, records)
-        plot_losses(out / PLOT, records, title="train-cls")
+        save_epoch(out, model, optimizer, epoch + 1, meta, records, "train-cls")
         write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
         echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
-    if not (out / CHECKPOINT).exists():
-        raise LiidError(f"{out}: no checkpoint written")  # cannot happen: epochs >= 1
-    if start >= config.epochs:
-        echo(f"{out}: already trained for {config.epochs} epochs; recomputing the final numbers")
-        plot_losses(out / PLOT, records, title="train-cls")
     final = evaluate(model, data, device, config.batch_size)
-    epoch_losses = [r["loss"] for r in records if r.get("type") == "epoch"]
-    final.update({"loss": epoch_losses[-1] if epoch_losses else None,
-                  "seconds_per_epoch": float(np.mean(seconds)) if seconds else None})
-    record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds, "final": final}
-    write_json(out / RECORD, record)
-    return record
+    return finish_run(out, records, seconds, record, final, start, config.epochs, "train-cls", echo)
 
 
 def read_record(out: str | Path) -> dict:

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -35,11 +34,10 @@ from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.losses import multilabel_loss
-from liid.models import load_checkpoint, pick_device, read_checkpoint, save_checkpoint
+from liid.models import load_checkpoint, pick_device, read_checkpoint
 from liid.models.vit import DEIT_S, MultiClassTokenViT, load_deit_weights
 from liid.training.data import ClassificationData
-from liid.training.log import plot_losses, write_log
-from liid.training.loop import prepare_out, resume_from
+from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch
 from liid.training.train_cls import average_precision
 
 FORMAT = "liid-train-vit"
@@ -209,23 +207,11 @@ def train_vit(dataset: Dataset, out: str | Path, config: TrainVitConfig, resume:
         seconds.append(time.perf_counter() - t0)
         records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
                         "seconds": seconds[-1]})
-        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
-        write_log(out / LOG, records)
-        plot_losses(out / PLOT, records, title="train-vit")
+        save_epoch(out, model, optimizer, epoch + 1, meta, records, "train-vit")
         write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
         echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
-    if not (out / CHECKPOINT).exists():
-        raise LiidError(f"{out}: no checkpoint written")  # cannot happen: epochs >= 1
-    if start >= config.epochs:
-        echo(f"{out}: already trained for {config.epochs} epochs; recomputing the final numbers")
-        plot_losses(out / PLOT, records, title="train-vit")
     final = evaluate(model, data, device, config.batch_size)
-    epoch_losses = [r["loss"] for r in records if r.get("type") == "epoch"]
-    final.update({"loss": epoch_losses[-1] if epoch_losses else None,
-                  "seconds_per_epoch": float(np.mean(seconds)) if seconds else None})
-    record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds, "final": final}
-    write_json(out / RECORD, record)
-    return record
+    return finish_run(out, records, seconds, record, final, start, config.epochs, "train-vit", echo)
 
 
 def read_record(out: str | Path) -> dict:
