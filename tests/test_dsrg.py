@@ -336,3 +336,50 @@ def test_dsrg_semantic_only_present_classes(setup, run_a):
         assert set(np.unique(sem).tolist()) <= {0, 3}
     with pytest.raises(LiidError, match="present classes"):
         td.dsrg_semantic(model, image, [7], torch.device("cpu"))
+
+
+def test_retrain_round(setup, run_a, tmp_path):
+    """--retrain-epochs: the DSRG network's masks of every training image supervise a fresh DeepLab, which
+    `load_dsrg` (and so `liid label --method dsrg`) then uses; resuming keeps the masks; errors are one line."""
+    from liid.fingerprint import fingerprint
+    from liid.training.dsrg_retrain import retrain_dsrg
+
+    ds, out = setup["ds"], tmp_path / "run"
+    shutil.copytree(run_a["out"], out)
+    args = [str(a) for a in (setup["syn"], "--cams", setup["cls"], "--saliency", setup["sal"], "--out", out,
+                             *FAST_CLI, "--accumulate", "--resume", "--retrain-epochs", "1",
+                             "--retrain-crf" if HAS_CRF else "--no-retrain-crf")]
+    res = CliRunner().invoke(command, args)
+    assert res.exit_code == 0, res.output
+    assert "already trained" in res.output and "retrained 1 epochs on the DSRG masks" in res.output
+    dsrg_net = td.load_dsrg(out / "checkpoint.pt", ds, torch.device("cpu"))
+    masks = _labels(out / "retrain_masks")
+    assert sorted(masks) == sorted(im.id for im in ds.images)
+    for im in ds.images:  # the masks are the DSRG network's own labels of its training images
+        want = td.dsrg_semantic(dsrg_net, ds.load_image(im.id), ds.labels(im.id), torch.device("cpu"), crf=HAS_CRF)
+        assert np.array_equal(masks[im.id], want), im.id
+    meta = json.loads((out / "retrain_masks" / "masks.json").read_text())
+    assert meta["crf"] == HAS_CRF and meta["images"] == 4 and 0 <= meta["miou"] <= 1  # synthetic ground truth
+    rec = json.loads((out / "retrain" / "train.json").read_text())
+    assert rec["finished"] and rec["epochs_done"] == 1 and rec["masks_fingerprint"] == fingerprint(
+        out / "retrain_masks")
+    assert rec["settings"]["backbone"] == "resnet50" and rec["settings"]["from_scratch"] and rec["final"]["miou"] >= 0
+    # the folder now stands for the retrained network; the DSRG network stays at DIR/checkpoint.pt
+    assert td.dsrg_checkpoint(out) == out / "retrain" / "checkpoint.pt"
+    got = td.load_dsrg(out, ds, torch.device("cpu")).state_dict()
+    retrained = torch.load(out / "retrain" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(got[k], retrained[k]) for k in retrained)
+    assert not all(torch.equal(got[k], dsrg_net.state_dict()[k]) for k in retrained)
+    # a second run resumes to nothing new and does not predict the masks again
+    stamp = (out / "retrain_masks" / "masks.json").stat().st_mtime_ns
+    res = CliRunner().invoke(command, args)
+    assert res.exit_code == 0 and "already trained for 1 epochs" in res.output, res.output
+    assert (out / "retrain_masks" / "masks.json").stat().st_mtime_ns == stamp
+    # an unfinished DSRG run has no final network to retrain from
+    (out / "train.json").write_text(json.dumps({**json.loads((out / "train.json").read_text()), "finished": False}))
+    with pytest.raises(LiidError, match="not a finished train-dsrg run"):
+        retrain_dsrg(ds, out, 1, crf=False, device="cpu", progress=False, echo=lambda s: None)
+    # --overwrite replaces the whole run, the retraining round included (its folders are the run's own)
+    res = CliRunner().invoke(command, [a for a in args[:-3] if a != "--resume"] + ["--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "retrain").exists() and not (out / "retrain_masks").exists()

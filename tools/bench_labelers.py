@@ -33,13 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mil-epochs", type=int, default=d.mil_epochs)
     ap.add_argument("--integral-epochs", type=int, default=d.integral_epochs, help="OAA+ integral model epochs")
     ap.add_argument("--dsrg-epochs", type=int, default=d.dsrg_epochs)
+    ap.add_argument("--dsrg-retrain-epochs", type=int, default=d.dsrg_retrain_epochs,
+                    help="epochs of DSRG's retraining round (the 'dsrg + retrain' row)")
     ap.add_argument("--vit-epochs", type=int, default=d.vit_epochs)
     ap.add_argument("--device", default=d.device)
     a = ap.parse_args(argv)
     config = CompareConfig(dataset=a.dataset, images=a.images, split=a.split, top=a.top, workers=a.workers,
                            cls_epochs=a.cls_epochs, size=a.size, mil_epochs=a.mil_epochs,
-                           integral_epochs=a.integral_epochs, dsrg_epochs=a.dsrg_epochs, vit_epochs=a.vit_epochs,
-                           device=a.device)
+                           integral_epochs=a.integral_epochs, dsrg_epochs=a.dsrg_epochs,
+                           dsrg_retrain_epochs=a.dsrg_retrain_epochs, vit_epochs=a.vit_epochs, device=a.device)
     try:
         results = run_comparison(config, a.out)
     except LiidError as e:

@@ -142,7 +142,7 @@ OPTIONS = {
     "oaa": _DATA | {"cams", "cam_threshold"},
     "oaa+": _DATA | {"cams", "cam_threshold", "device"},
     "am-saliency": _DATA | {"cams", "saliency", "cam_threshold", "crf", "rounds", "device"},
-    "dsrg": _DATA | {"model", "device"},
+    "dsrg": _DATA | {"model", "crf", "device"},
     "vit-sm": _DATA | {"model", "cam_threshold", "device"},
 }
 _FLAGS = {"features": "--features", "proposals": "--proposals", "any_label": "--any-label", "dataset": "--dataset",
@@ -190,6 +190,11 @@ def _export_semantic_method(method: str, dataset: str, split: str | None, images
         files = [cams / "oaa.npz" if cams.is_dir() else cams]
     elif method in ("oaa+", "am-saliency"):
         files = [cams / "checkpoint.pt" if cams.is_dir() else cams]
+    elif method == "dsrg":
+        from liid.training.dsrg import dsrg_checkpoint
+
+        files = [dsrg_checkpoint(model)]  # the retrained network once there is one
+        settings.update(crf=crf)
     else:
         files = [model / "checkpoint.pt" if model.is_dir() else model]
     if method == "am-saliency":
@@ -212,7 +217,7 @@ def _export_semantic_method(method: str, dataset: str, split: str | None, images
     elif method == "am-saliency":
         fn = am_saliency_semantic_fn(cams, ds, saliency, threshold, crf, rounds, device)
     elif method == "dsrg":
-        fn = dsrg_semantic_fn(model, ds, device)
+        fn = dsrg_semantic_fn(model, ds, crf, device)
     else:
         fn = vit_sm_semantic_fn(model, ds, threshold, device)
     return export_semantic(method, ds, fn, out, inputs, overwrite)
@@ -242,7 +247,8 @@ def _export_semantic_method(method: str, dataset: str, split: str | None, images
               help="cam, am-saliency: a `liid train-cls` folder or its checkpoint.pt; oaa: a `train-cls --oaa` "
                    "folder (its oaa.npz); oaa+: a `train-cls --oaa-targets` folder.")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="dsrg: a `liid train-dsrg` folder; vit-sm: a `liid train-vit` folder.")
+              help="dsrg: a `liid train-dsrg` folder (its retrained network once `--retrain-epochs` has run) or a "
+                   "checkpoint file; vit-sm: a `liid train-vit` folder.")
 @click.option("--cam-threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help=f"cam, oaa, oaa+, vit-sm: background below this attention value (cam: also the level of the "
                    f"regions that become instances); am-saliency: Algorithm 2's background threshold "
@@ -255,7 +261,8 @@ def _export_semantic_method(method: str, dataset: str, split: str | None, images
               help="am-saliency: 'opencv' (the built-in fine-grained detector, run by successive erasing) or a "
                    "folder of precomputed <image id>.png saliency maps (e.g. DSS/DHSN) [default: opencv].")
 @click.option("--crf/--no-crf", "crf", default=None,
-              help="am-saliency: refine the fused labels with the dense CRF of eq. 10 [default: --crf].")
+              help="am-saliency: refine the fused labels with the dense CRF of eq. 10; dsrg: refine the network's "
+                   "probabilities with DSRG's dense CRF (its test-time step) [default: --crf].")
 @click.option("--rounds", type=click.IntRange(1, 3), default=None,
               help="am-saliency with the built-in detector: successive-erasing rounds (Algorithm 1) [default: 3].")
 @click.option("--device", default=None, help="cam, oaa+, am-saliency, dsrg, vit-sm: auto (default), cpu, cuda or "

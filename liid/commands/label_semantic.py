@@ -110,8 +110,9 @@ def am_saliency_semantic_fn(cams: Path, ds: Dataset, saliency: str, background: 
     return semantic
 
 
-def dsrg_semantic_fn(model_dir: Path, ds: Dataset, device: str | None) -> SemanticFn:
-    """DSRG: the segmentation network of a ``train-dsrg`` run, its argmax over background and the image's labels."""
+def dsrg_semantic_fn(model_dir: Path, ds: Dataset, crf: bool, device: str | None) -> SemanticFn:
+    """DSRG: the segmentation network of a ``train-dsrg`` run (its retrained one when it has one), its argmax
+    over background and the image's labels, refined by DSRG's dense CRF when ``crf`` (the paper's test step)."""
     from liid.models import pick_device
     from liid.training.dsrg import dsrg_semantic, load_dsrg
 
@@ -119,7 +120,7 @@ def dsrg_semantic_fn(model_dir: Path, ds: Dataset, device: str | None) -> Semant
     model = load_dsrg(model_dir, ds, dev)
 
     def semantic(image_id: str) -> np.ndarray:
-        return dsrg_semantic(model, ds.load_image(image_id), ds.labels(image_id), dev)
+        return dsrg_semantic(model, ds.load_image(image_id), ds.labels(image_id), dev, crf=crf)
 
     return semantic
 

@@ -55,11 +55,18 @@ _D = TrainDsrgConfig()
 @click.option("--accumulate", is_flag=True,
               help="Grow from the previous epoch's labels, so labels only grow. Default, as the paper and its "
               "code: every growth starts from the initial seeds.")
+@click.option("--retrain-epochs", default=0, show_default=True, type=click.IntRange(0),
+              help="The paper's retraining round: after DSRG, its network labels every training image "
+              "(DIR/retrain_masks) and a fresh DeepLab is trained on those masks, fully supervised, for this many "
+              "epochs (DIR/retrain; `liid label --method dsrg` then uses it). 0: no retraining.")
+@click.option("--retrain-crf/--no-retrain-crf", default=True, show_default=True,
+              help="Refine the retraining masks with DSRG's dense CRF (the paper's test-time step).")
 @training_options
 def command(dataset: str, cams: Path, saliency: str, out: Path, split: str | None, images_dir: Path | None,
             backbone: str, weights: Path | None, from_scratch: bool, epochs: int, lr: float, batch_size: int,
             crop: int, fg_top: float, bg_below: float, theta_f: float, theta_b: float, boundary_weight: float,
-            accumulate: bool, seed: int, device: str | None, workers: int, resume: bool, overwrite: bool) -> None:
+            accumulate: bool, retrain_epochs: int, retrain_crf: bool, seed: int, device: str | None, workers: int,
+            resume: bool, overwrite: bool) -> None:
     """Train DSRG (deep seeded region growing) on DATASET's images and image labels: a DeepLab learns from
     sparse seeds and grows them itself after every epoch.
 
@@ -72,6 +79,9 @@ def command(dataset: str, cams: Path, saliency: str, out: Path, split: str | Non
     among background and the image's classes with probability above --theta-f (--theta-b for background) and
     it is 8-connected to a seed of c through such pixels. Seeds never change.
 
+    With --retrain-epochs N, a retraining round follows (paper 004, "+Retrain"): DIR/retrain_masks/ holds
+    the DSRG network's masks of the training images, DIR/retrain/ a DeepLab trained on them for N epochs.
+
     Also writes DIR/checkpoint.pt, log.jsonl, loss.png and train.json (the seeds' coverage, and precision and
     recall where DATASET has ground truth). An interrupted run continues with --resume. Deterministic on CPU
     for a given --seed.
@@ -80,6 +90,10 @@ def command(dataset: str, cams: Path, saliency: str, out: Path, split: str | Non
         raise LiidError("--weights and --from-scratch exclude each other")
     from liid.labelers.saliency import saliency_source
 
+    if retrain_epochs and retrain_crf:  # before hours of training, not after
+        from detection.crf import require_pydensecrf
+
+        require_pydensecrf()
     ds = open_dataset(dataset, split=split, images=images_dir)
     config = TrainDsrgConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
                              epochs=epochs, lr=lr, batch_size=batch_size, crop=crop, fg_top=fg_top, bg_below=bg_below,
@@ -95,3 +109,10 @@ def command(dataset: str, cams: Path, saliency: str, out: Path, split: str | Non
                f"{f['loss']:.4f}; seeds label {rec['initial_seeds']['labeled_fraction']:.1%} -> "
                f"{seeds.get('labeled_fraction', 0):.1%} of the pixels"
                + (f", precision {precision:.3f}" if precision is not None else ""))
+    if retrain_epochs:
+        from liid.training.dsrg_retrain import retrain_dsrg
+
+        rt = retrain_dsrg(ds, out, retrain_epochs, crf=retrain_crf, device=device, workers=workers, echo=click.echo)
+        miou = rt["final"]["miou"]
+        click.echo(f"{out / 'retrain'}: retrained {retrain_epochs} epochs on the DSRG masks, final loss "
+                   f"{rt['final']['loss']:.4f}" + ("" if miou is None else f", mIoU {miou:.4f} on the training images"))

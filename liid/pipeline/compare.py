@@ -38,6 +38,7 @@ class CompareConfig:
     integral_epochs: int = 5
     integral_lr: float = 0.001  # paper 003's lr; eq. 9 sums over the classes, so 0.01 diverges with 80 (COCO)
     dsrg_epochs: int = 6
+    dsrg_retrain_epochs: int = 6  # paper 004's "+Retrain" round, its own row
     vit_epochs: int = 30
     vit_dims: tuple[int, int, int, int] = (192, 6, 3, 16)  # embed, depth, heads, patch
     vit_lr: float = 5e-4  # DeiT's base lr: from scratch on a few hundred images the scaled 6.25e-5 barely moves
@@ -57,6 +58,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "oaa+": ("label oaa+", ("train-cls", "train-cls oaa+")),
     "am-saliency": ("label am-saliency", ("train-cls",)),
     "dsrg": ("label dsrg", ("train-cls", "train-dsrg")),
+    "dsrg + retrain": ("label dsrg + retrain", ("train-cls", "train-dsrg", "retrain-dsrg")),
     "vit-sm": ("label vit-sm", ("train-vit",)),
 }
 
@@ -100,6 +102,8 @@ def stages(c: CompareConfig, out: Path) -> list[Stage]:
                                                 "--instances", kind, *extra, *dev, "--out", s(lab / f"cam {kind}")],
                           lab / f"cam {kind}"))
     e, d, h, p = c.vit_dims
+    dsrg = ["train-dsrg", *ds, "--cams", s(cls), "--saliency", "opencv", "--out", s(out / "dsrg"), "--backbone",
+            "resnet18", "--from-scratch", "--epochs", s(c.dsrg_epochs), "--crop", s(c.size), *dev, "--resume"]
     todo += [
         Stage("label oaa", ["label", "--method", "oaa", "--cams", s(cls), "--dataset", *ds, "--out", s(lab / "oaa")],
               lab / "oaa"),
@@ -112,11 +116,12 @@ def stages(c: CompareConfig, out: Path) -> list[Stage]:
         Stage("label am-saliency", ["label", "--method", "am-saliency", "--cams", s(cls), "--dataset", *ds,
                                     "--saliency", "opencv", *dev, "--out", s(lab / "am-saliency")],
               lab / "am-saliency"),
-        Stage("train-dsrg", ["train-dsrg", *ds, "--cams", s(cls), "--saliency", "opencv", "--out", s(out / "dsrg"),
-                             "--backbone", "resnet18", "--from-scratch", "--epochs", s(c.dsrg_epochs), "--crop",
-                             s(c.size), *dev, "--resume"], out / "dsrg"),
-        Stage("label dsrg", ["label", "--method", "dsrg", "--model", s(out / "dsrg"), "--dataset", *ds, *dev,
-                             "--out", s(lab / "dsrg")], lab / "dsrg"),
+        Stage("train-dsrg", dsrg, out / "dsrg"),
+        Stage("label dsrg", ["label", "--method", "dsrg", "--model", s(out / "dsrg" / "checkpoint.pt"), "--dataset",
+                             *ds, *dev, "--out", s(lab / "dsrg")], lab / "dsrg"),
+        Stage("retrain-dsrg", [*dsrg, "--retrain-epochs", s(c.dsrg_retrain_epochs)], out / "dsrg" / "retrain"),
+        Stage("label dsrg + retrain", ["label", "--method", "dsrg", "--model", s(out / "dsrg"), "--dataset", *ds,
+                                       *dev, "--out", s(lab / "dsrg + retrain")], lab / "dsrg + retrain"),
         Stage("train-vit", ["train-vit", *ds, "--out", s(out / "vit"), "--from-scratch", "--embed-dim", s(e),
                             "--depth", s(d), "--heads", s(h), "--patch", s(p), "--size", s(c.size), "--epochs",
                             s(c.vit_epochs), "--lr", s(c.vit_lr), "--batch-size", "16", "--warmup-epochs", "3", *dev,

@@ -79,7 +79,8 @@ VERSION = 1
 CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
 INITIAL, SEEDS, SEEDS_META = "initial_seeds", "seeds", "epoch.json"
 SEEDS_FORMAT = "liid-dsrg-seeds"
-_OURS = {CHECKPOINT, LOG, PLOT, RECORD, INITIAL, SEEDS}
+RETRAIN, RETRAIN_MASKS = "retrain", "retrain_masks"  # the optional retraining round (liid.training.dsrg_retrain)
+_OURS = {CHECKPOINT, LOG, PLOT, RECORD, INITIAL, SEEDS, RETRAIN, RETRAIN_MASKS}
 # Dense CRF as in DSRG/SEC: Krähenbühl's default kernels (smoothness w 3, θγ 3; appearance w 10, θα 80, θβ 13),
 # position scales divided by CRF_SCALE on the network's stride-8 maps (the reference code's 12 for 321 → 41;
 # other strides scale it in proportion).
@@ -491,11 +492,22 @@ def read_record(out: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------------------------- inference
 
 
-def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -> DeepLab:
-    """The segmentation network of a ``train-dsrg`` folder (or its checkpoint file), in eval mode on ``device``;
-    another kind of network or other class names are refused with one line (the meta: ``read_checkpoint``)."""
+def dsrg_checkpoint(path: str | os.PathLike) -> Path:
+    """The network file a ``train-dsrg`` folder stands for: ``retrain/checkpoint.pt`` once its retraining round
+    has finished (``--retrain-epochs``), else the DSRG network ``checkpoint.pt``; a file stands for itself."""
     path = Path(path)
-    file = path / CHECKPOINT if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    from liid.training.dsrg_retrain import retrain_finished
+
+    return path / RETRAIN / CHECKPOINT if retrain_finished(path) else path / CHECKPOINT
+
+
+def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -> DeepLab:
+    """The segmentation network of a ``train-dsrg`` folder (its retrained network when it has one, see
+    ``dsrg_checkpoint``) or of a checkpoint file, in eval mode on ``device``; another kind of network or other
+    class names are refused with one line (the meta: ``read_checkpoint``)."""
+    file = dsrg_checkpoint(path)
     meta = read_checkpoint(file)["meta"]
     if meta.get("model") != DeepLab.__name__:
         raise LiidError(f"checkpoint {file} holds a {meta.get('model')}, not a DSRG segmentation network "
