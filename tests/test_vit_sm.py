@@ -34,6 +34,7 @@ from liid.labelers.vit_sm import (  # noqa: E402
     vit_sm_cams,
 )
 from liid.models.vit import DEIT_S_FILE, MultiClassTokenViT, load_deit_weights  # noqa: E402
+from liid.training.data import to_input  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -279,7 +280,37 @@ def test_load_vit_and_cams(syn, two_epochs, tmp_path):
         tv.load_vit(tmp_path / "nothing", ds, torch.device("cpu"))
 
 
+def test_deit_augmentation_is_reproducible(syn):
+    """The DeiT transform (MCTformer's): a function of (seed, epoch, index) only, the global generators left as
+    they were, a new draw each epoch, and the plain square resize when not training."""
+    import random
+
+    ds = open_dataset(syn)
+    data = tv.DeitData(ds, 64, seed=3)
+
+    def seed_all() -> None:
+        random.seed(11)
+        np.random.seed(11)
+        torch.manual_seed(11)
+
+    seed_all()
+    before = (random.random(), np.random.random(), torch.rand(1))
+    seed_all()
+    x1, y1, i1 = data[2]
+    after = (random.random(), np.random.random(), torch.rand(1))
+    assert before[:2] == after[:2] and torch.equal(before[2], after[2])  # the loop's draws are untouched
+    assert x1.shape == (3, 64, 64) and x1.dtype == torch.float32 and i1 == 2
+    assert torch.equal(y1, torch.from_numpy(ds.label_vector(data.ids[2])[1:].astype(np.float32)))
+    assert torch.equal(data[2][0], x1)  # same item, same epoch: the same crop and colours
+    data.set_epoch(1)
+    assert not torch.equal(data[2][0], x1)  # another epoch, another draw
+    data.train = False
+    assert torch.equal(data[2][0], to_input(ds.load_image(data.ids[2]), 64))
+
+
 def test_config_errors():
+    with pytest.raises(LiidError, match="--augment"):
+        fast_config(augment="mixup")
     with pytest.raises(LiidError, match="--warmup-epochs"):
         tv.TrainVitConfig(epochs=2)
     with pytest.raises(LiidError, match="--heads"):

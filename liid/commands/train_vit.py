@@ -13,7 +13,7 @@ import click
 from liid.commands.options import images_option, training_options
 from liid.datasets import open_dataset
 from liid.models.vit import DEIT_S_FILE
-from liid.training.train_vit import TrainVitConfig, train_vit
+from liid.training.train_vit import AUGMENTS, TrainVitConfig, train_vit
 
 _D = TrainVitConfig()
 
@@ -51,11 +51,14 @@ _D = TrainVitConfig()
 @click.option("--drop-path", default=_D.drop_path, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Stochastic depth rate of the last block (rising linearly from 0).")
 @click.option("--batch-size", default=_D.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--augment", default=_D.augment, show_default=True, type=click.Choice(AUGMENTS),
+              help="deit: timm's DeiT training transform, as MCTformer trains (random-resized crop, flip, colour "
+              "jitter, RandAugment, random erasing); flip: square resize and a horizontal flip only.")
 @training_options
 def command(dataset: str, out: Path, split: str | None, images_dir: Path | None, weights: Path | None,
             from_scratch: bool, embed_dim: int, depth: int, num_heads: int, patch_size: int, size: int, epochs: int,
             lr: float, min_lr: float, warmup_epochs: int, weight_decay: float, drop_path: float, batch_size: int,
-            seed: int, device: str | None, workers: int, resume: bool, overwrite: bool) -> None:
+            augment: str, seed: int, device: str | None, workers: int, resume: bool, overwrite: bool) -> None:
     """Train the multi-class-token ViT (MCTformer-V2 style, paper 002) on DATASET's image labels; write
     DIR/checkpoint.pt, log.jsonl, loss.png and train.json.
 
@@ -67,7 +70,8 @@ def command(dataset: str, out: Path, split: str | None, images_dir: Path | None,
     config = TrainVitConfig(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size, size=size,
                             weights=str(weights) if weights else None, from_scratch=from_scratch, epochs=epochs,
                             lr=lr, min_lr=min_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
-                            drop_path=drop_path, batch_size=batch_size, seed=seed, device=device, workers=workers)
+                            drop_path=drop_path, batch_size=batch_size, augment=augment, seed=seed, device=device,
+                            workers=workers)
     ds = open_dataset(dataset, split=split, images=images_dir)
     rec = train_vit(ds, out, config, resume=resume, overwrite=overwrite, echo=click.echo)
     f = rec["final"]

@@ -5,8 +5,10 @@ the global-average-pooled Original-CAM (eqs. 9-10). AdamW as DeiT/MCTformer trai
 on biases, norms, class tokens and position embeddings), a linear warm-up from 1e-6 over ``warmup_epochs``,
 then a cosine decay to ``min_lr``, stochastic depth 0.1. The paper's run: DeiT-S from ImageNet, 224 px,
 batch 64, 60 epochs, lr 5e-4 — which the DeiT/MCTformer code scales by batch/512, so the default ``lr`` here
-is the scaled value 6.25e-5 and ``--lr`` is used as given. Augmentation is the project's (a horizontal flip
-of a square resize, ``ClassificationData``), not the paper's scale/crop/colour jitter. Output folder::
+is the scaled value 6.25e-5 and ``--lr`` is used as given. Augmentation (``augment``): ``"deit"`` (default) is
+what MCTformer trains with, timm's DeiT training transform (random-resized crop with area 0.08-1, flip, colour
+jitter 0.4, RandAugment rand-m9-mstd0.5-inc1, bicubic, random erasing 0.25 per pixel; ``DeitData``);
+``"flip"`` is the project's plain square resize with a horizontal flip (``ClassificationData``). Output folder::
 
     DIR/checkpoint.pt   model + optimizer after the last finished epoch (atomic, every epoch)
     DIR/log.jsonl       one {"type": "step"} record per batch (loss, loss_cls, loss_pat) and one per epoch
@@ -16,17 +18,21 @@ of a square resize, ``ClassificationData``), not the paper's scale/crop/colour j
 Deterministic on CPU for a given seed: the init comes from ``torch.manual_seed(seed)``, the epoch's order
 from a loader generator seeded with (seed, epoch), the flips from (seed, epoch, index), and the stochastic
 depth draws from the global generator reseeded with (seed, epoch) at each epoch's start, so ``resume`` from
-an epoch boundary reproduces the uninterrupted run's losses exactly.
+an epoch boundary reproduces the uninterrupted run's losses exactly. The DeiT transform draws from Python's,
+numpy's and torch's global generators; ``DeitData`` seeds them with (seed, epoch, index) around each item and
+restores them afterwards.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -45,6 +51,47 @@ VERSION = 1
 CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
 _OURS = {CHECKPOINT, LOG, PLOT, RECORD}
 WARMUP_LR = 1e-6  # DeiT's warm-up start
+AUGMENTS = ("deit", "flip")
+# timm's DeiT training transform as MCTformer's main.py passes it (DeiT's defaults), with RandAugment's magnitude
+# capped at 9 (mmax9): at 10 timm's PosterizeIncreasing keeps 0 bits, which the Pillow of MCTformer's time turned
+# into a black image and Pillow 11+ refuses with a ValueError.
+DEIT_AUGMENT = {"color_jitter": 0.4, "auto_augment": "rand-m9-mstd0.5-inc1-mmax9", "interpolation": "bicubic",
+                "re_prob": 0.25, "re_mode": "pixel", "re_count": 1}
+
+
+class DeitData(ClassificationData):
+    """``ClassificationData`` whose training items go through timm's DeiT transform (``DEIT_AUGMENT``).
+
+    timm's transforms draw from the global ``random``, numpy and torch generators; each item seeds all three from
+    (seed, epoch, index) and restores them afterwards, so the augmentation is reproducible (and a resumed run
+    sees the same crops) without disturbing the training loop's own draws. Evaluation items (``train`` False)
+    are the plain square resize.
+    """
+
+    def __init__(self, dataset: Dataset, size: int, train: bool = True, seed: int = 0):
+        super().__init__(dataset, size, train=train, seed=seed)
+        from timm.data import create_transform  # timm is the vit extra; the model needs it too
+
+        self.transform = create_transform(input_size=size, is_training=True, **DEIT_AUGMENT)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if not self.train:
+            return super().__getitem__(index)
+        from PIL import Image
+
+        image = Image.fromarray(self.dataset.load_image(self.ids[index]))
+        item_seed = int(self.rng(index).integers(2**31))
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            random.seed(item_seed)
+            np.random.seed(item_seed)  # RandAugment picks its operations with numpy
+            torch.manual_seed(item_seed)
+            x = self.transform(image)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+        return x, self.targets[index], index
 
 
 @dataclass(frozen=True)
@@ -66,11 +113,14 @@ class TrainVitConfig:
     weight_decay: float = 0.05
     drop_path: float = 0.1
     batch_size: int = 64
+    augment: str = "deit"  # AUGMENTS: timm's DeiT transform (MCTformer's) or a plain flip
     seed: int = 0
     device: str | None = None
     workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.augment not in AUGMENTS:
+            raise LiidError(f"--augment {self.augment!r}: choose one of {', '.join(AUGMENTS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.workers < 0:
             raise LiidError(f"bad settings: epochs {self.epochs}, batch size {self.batch_size}, "
                             f"workers {self.workers}")
@@ -158,7 +208,8 @@ def train_vit(dataset: Dataset, out: str | Path, config: TrainVitConfig, resume:
     """
     out = Path(out)
     device = pick_device(config.device)
-    data = ClassificationData(dataset, config.size, train=True, seed=config.seed)
+    data = (DeitData if config.augment == "deit" else ClassificationData)(dataset, config.size, train=True,
+                                                                         seed=config.seed)
     torch.manual_seed(config.seed)
     model = build_vit(dataset.num_classes, config)
     weights = None if config.from_scratch else str(load_deit_weights(model, config.weights))
