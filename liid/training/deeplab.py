@@ -331,9 +331,13 @@ def predict_probs(model: DeepLab, image: np.ndarray, device: torch.device) -> np
 
 
 def evaluate_deeplab(model: DeepLab, dataset: Dataset, pred_dir: str | os.PathLike, device: torch.device,
-                     crf: bool = False, progress: bool = True) -> dict:
+                     crf: bool = False, progress: bool = True,
+                     predict: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict:
     """Predict every image of ``dataset`` (whole image, optional dense CRF), write ``pred_dir/<id>.png``
-    (atomically, replacing an older folder) and score the images with semantic ground truth."""
+    (atomically, replacing an older folder) and score the images with semantic ground truth.
+
+    ``predict(image id, image) -> class map [H, W]`` replaces the default prediction (the argmax over all
+    classes of ``predict_probs``, after the CRF when ``crf``), e.g. one restricted to the image's labels."""
     crf_fn = None
     if crf:
         from detection.crf import dense_crf
@@ -350,10 +354,13 @@ def evaluate_deeplab(model: DeepLab, dataset: Dataset, pred_dir: str | os.PathLi
             for im in tqdm(dataset.images, desc="evaluate", unit="img", disable=None if progress else True,
                            leave=False):
                 image = dataset.load_image(im.id)
-                probs = predict_probs(model, image, device)
-                if crf_fn is not None:
-                    probs = crf_fn(image, probs)
-                pred = probs.argmax(axis=0).astype(np.uint8)
+                if predict is not None:
+                    pred = np.asarray(predict(im.id, image)).astype(np.uint8)
+                else:
+                    probs = predict_probs(model, image, device)
+                    if crf_fn is not None:
+                        probs = crf_fn(image, probs)
+                    pred = probs.argmax(axis=0).astype(np.uint8)
                 write_palette_png(tmp / f"{im.id}.png", pred)
                 gt = dataset.semantic(im.id)
                 if gt is None:

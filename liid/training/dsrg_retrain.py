@@ -23,16 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from detection.evaluate import confusion, semantic_scores
-from detection.export import write_palette_png
-from liid.atomic import atomic_dir, read_json, write_json
+from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.models import pick_device
 from liid.training.attention import file_sha256
-from liid.training.deeplab import TrainDeepLabConfig, train_deeplab
+from liid.training.deeplab import TrainDeepLabConfig, evaluate_deeplab, train_deeplab
 from liid.training.dsrg import CHECKPOINT, RECORD, RETRAIN, RETRAIN_MASKS, dsrg_semantic, load_dsrg
 
 MASKS_META = "masks.json"
@@ -65,24 +62,17 @@ def write_retrain_masks(dsrg_dir: str | os.PathLike, dataset: Dataset, crf: bool
         require_pydensecrf()
     dev = pick_device(device)
     model = load_dsrg(dsrg_dir / CHECKPOINT, dataset, dev)
-    k = dataset.num_classes
-    conf = np.zeros((k + 1, k + 2), dtype=np.int64)
-    scored = 0
-    with atomic_dir(folder, overwrite=True) as tmp, torch.no_grad():
-        for im in tqdm(dataset.images, desc="retrain masks", unit="img", disable=None if progress else True,
-                       leave=False):
-            pred = dsrg_semantic(model, dataset.load_image(im.id), dataset.labels(im.id), dev, crf=crf)
-            write_palette_png(tmp / f"{im.id}.png", pred.astype(np.uint8))
-            gt = dataset.semantic(im.id) if dataset.has_semantic else None
-            if gt is not None:
-                conf += confusion(gt, pred, k)
-                scored += 1
-        scores = semantic_scores(conf, dataset.classes) if scored else None
-        meta = {"format": MASKS_FORMAT, "checkpoint_sha256": sha, "crf": crf, "images": len(dataset.images),
-                "scored_images": scored, "miou": scores["miou"] if scores else None}
-        write_json(tmp / MASKS_META, meta)
+
+    def predict(image_id: str, image: np.ndarray) -> np.ndarray:
+        return dsrg_semantic(model, image, dataset.labels(image_id), dev, crf=crf)
+
+    with torch.no_grad():
+        ev = evaluate_deeplab(model, dataset, folder, dev, progress=progress, predict=predict)
+    meta = {"format": MASKS_FORMAT, "checkpoint_sha256": sha, "crf": crf, "images": len(dataset.images),
+            "scored_images": ev["images"], "miou": ev["miou"]}
+    write_json(meta_file, meta)  # last: masks without it are made again
     if meta["miou"] is not None:
-        echo(f"retrain masks: mIoU {meta['miou']:.4f} against the ground truth of {scored} images")
+        echo(f"retrain masks: mIoU {meta['miou']:.4f} against the ground truth of {ev['images']} images")
     return meta
 
 
