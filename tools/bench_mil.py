@@ -123,13 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delta", type=float, nargs="+", default=[5.0, 1.0, 0.5, 0.2])
     ap.add_argument("--graph-args", default="", help="extra build-graph arguments, e.g. '--same-label-pairs'")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--backbone", default="resnet18", help="backbone of train-cls and train-mil")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="start train-cls and train-mil from the backbone's ImageNet weights (else from scratch; "
+                         "MIL then starts from the classifier)")
+    ap.add_argument("--cls-name", default="cls", help="folder name of the classifier run")
     a = ap.parse_args(argv)
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
     t0 = time.perf_counter()
     data, props, top = out / "synthetic", out / "proposals", out / f"proposals_top{a.top}"
-    cls, mil = out / "cls", out / a.mil_name
+    cls, mil = out / a.cls_name, out / a.mil_name
     store = out / f"{a.mil_name}_store"
     L = liid()
     run([*L, "make-synthetic", "--out", str(data), "--images", str(a.images), "--seed", "0"], log)
@@ -139,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         run([*L, "filter-proposals", str(props), "--out", str(top), "--top", str(a.top)], log)
     seconds = {}
     t = time.perf_counter()
-    run([*L, "train-cls", str(data), "--out", str(cls), "--backbone", "resnet18", "--from-scratch", "--size",
+    init = [] if a.pretrained else ["--from-scratch"]
+    run([*L, "train-cls", str(data), "--out", str(cls), "--backbone", a.backbone, *init, "--size",
          str(a.cls_size), "--epochs", str(a.cls_epochs), "--resume"], log)
     seconds["train_cls"] = time.perf_counter() - t
     t = time.perf_counter()
+    mil_init = [] if a.pretrained else ["--weights", str(cls / "checkpoint.pt")]
     run([*L, "train-mil", str(data), "--proposals", str(top), "--cams", str(cls), "--out", str(mil), "--backbone",
-         "resnet18", "--weights", str(cls / "checkpoint.pt"), "--size", str(a.mil_size), "--epochs",
+         a.backbone, *mil_init, "--size", str(a.mil_size), "--epochs",
          str(a.mil_epochs), "--lr", str(a.mil_lr), *shlex.split(a.mil_args), "--resume"], log)
     seconds["train_mil"] = time.perf_counter() - t
     run([*L, "extract", str(data), "--proposals", str(top), "--mil", str(mil), "--out", str(store)], log)

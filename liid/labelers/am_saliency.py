@@ -297,6 +297,6 @@ def am_saliency_semantic(model, image: np.ndarray, present: Sequence[int] | np.n
     if saliency.shape != image.shape[:2]:
         raise LiidError(f"saliency {list(saliency.shape)} and image {list(image.shape[:2])}: sizes differ")
     present = _present(present, int(model.num_classes))
-    attention = attention_maps(model, to_input(image, size), present, layers=layers, size=image.shape[:2])
+    attention = attention_maps(model, to_input(image, size, model.norm), present, layers=layers, size=image.shape[:2])
     labels = fuse(attention, saliency, present, background)
     return crf_refine(image, labels, present, lam) if crf and len(present) else labels

@@ -9,8 +9,12 @@ from liid.models.backbone import (
     BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Normalization,
     ResNetTrunk,
+    backbone_norm,
+    backbone_spec,
     build_backbone,
+    checkpoint_norm,
     hub_weights_path,
 )
 from liid.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -21,6 +25,10 @@ __all__ = [
     "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Normalization",
+    "backbone_norm",
+    "backbone_spec",
+    "checkpoint_norm",
     "MILNetwork",
     "MultiLabelClassifier",
     "ResNetTrunk",

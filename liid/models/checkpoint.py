@@ -116,6 +116,9 @@ def save_checkpoint(
     if not path.parent.is_dir():
         raise LiidError(f"{path.parent}: folder does not exist")
     model = unwrap(model)
+    norm = getattr(model, "norm", None)
+    if norm is not None and hasattr(norm, "as_dict"):  # the input normalisation travels with the weights
+        meta = {**meta, "normalization": norm.as_dict()}
     full_meta = _json_meta({**meta, "epoch": int(epoch), "model": type(model).__name__})
     payload = {
         "format": FORMAT,

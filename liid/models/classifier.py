@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from liid.models.backbone import IMAGENET_NORM, Normalization
+
 
 class MultiLabelClassifier(nn.Module):
     """Image-level multi-label classifier over ``num_classes`` foreground classes (no background)."""
@@ -25,6 +27,11 @@ class MultiLabelClassifier(nn.Module):
         self.num_classes = num_classes
         self.backbone_name = getattr(backbone, "name", type(backbone).__name__)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
+
+    @property
+    def norm(self) -> Normalization:
+        """The input normalisation of the backbone (its ImageNet weights' convention), recorded in checkpoints."""
+        return getattr(self.backbone, "norm", None) or IMAGENET_NORM
 
     def raw_cams(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised class maps ``W_k · F`` at backbone resolution: [B,K,h,w]."""

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_pool
 
+from liid.models.backbone import IMAGENET_NORM, Normalization
+
 Boxes = torch.Tensor | list[torch.Tensor]
 
 
@@ -41,6 +43,11 @@ class MILNetwork(nn.Module):
         # eq. 7-8's class centres c_k [K+1, channels]: state of the model (saved and resumed with it), moved
         # only by liid.losses.update_centres, never by the gradient. An all-zero row = not yet seen.
         self.register_buffer("centres", torch.zeros(num_classes + 1, channels))
+
+    @property
+    def norm(self) -> Normalization:
+        """The input normalisation of the backbone (its ImageNet weights' convention), recorded in checkpoints."""
+        return getattr(self.backbone, "norm", None) or IMAGENET_NORM
 
     @property
     def spatial_scale(self) -> float:

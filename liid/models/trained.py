@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from liid.errors import LiidError
-from liid.models.backbone import build_backbone
+from liid.models.backbone import build_backbone, checkpoint_norm
 from liid.models.checkpoint import load_checkpoint, read_checkpoint
 
 
@@ -29,7 +29,9 @@ def load_trained(path: str | os.PathLike, model_cls: type[nn.Module], classes: l
     names = meta.get("class_names")
     if meta.get("num_classes") == len(classes) - 1 and names is not None and list(names) != list(classes):
         raise LiidError(f"checkpoint {file} was trained on classes {names[1:]}, the dataset has {list(classes)[1:]}")
+    norm = checkpoint_norm(meta, file)  # refuses a recorded normalisation that is not the backbone's
     trunk, channels = build_backbone(str(meta.get("backbone")), from_scratch=True, freeze_bn=True)
+    trunk.norm = norm
     model = model_cls(trunk, channels, len(classes) - 1)
     load_checkpoint(file, model)
     return model.to(device).eval(), meta

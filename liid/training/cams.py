@@ -25,7 +25,7 @@ def compute_cams(model: MultiLabelClassifier, dataset: Dataset, ids: list[str], 
     try:
         for iid in ids:
             info = dataset.info(iid)
-            x = to_input(dataset.load_image(iid), size)[None].to(device)
+            x = to_input(dataset.load_image(iid), size, model.norm)[None].to(device)
             cam = model.cams(x, size=(info.height, info.width))[0]
             out[iid] = cam.clamp_(0, 1).to(torch.float16).cpu().numpy()
     finally:

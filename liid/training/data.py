@@ -13,17 +13,15 @@ from PIL import Image
 
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
-from liid.models.backbone import IMAGENET_MEAN, IMAGENET_STD
-
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+from liid.models.backbone import IMAGENET_NORM, Normalization
 
 
-def to_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 RGB [H, W, 3] → float32 [3, size, size]: bilinear resize, [0, 1], ImageNet mean/std normalisation."""
+def to_input(image: np.ndarray, size: int, norm: Normalization = IMAGENET_NORM) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] → float32 [3, size, size]: bilinear resize, [0, 1], then the backbone's normalisation
+    (``norm``: the network's ``model.norm``; ImageNet mean/std for the ResNets)."""
     im = Image.fromarray(image).resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - _MEAN) / _STD
+    return norm(x)
 
 
 class EpochData(torch.utils.data.Dataset):
@@ -58,13 +56,14 @@ class ClassificationData(EpochData):
     """
 
     def __init__(self, dataset: Dataset, size: int, train: bool = True, seed: int = 0,
-                 ids: list[str] | None = None):
+                 ids: list[str] | None = None, norm: Normalization = IMAGENET_NORM):
         if size < 32:
             raise LiidError(f"--size {size}: at least 32 pixels (the network's stride)")
         if not dataset.has_labels:
             raise LiidError(f"{dataset.source}: this dataset has no image labels (a VOC root or COCO JSON is needed)")
         self.dataset = dataset
         self.size = size
+        self.norm = norm
         self.train = train
         self.seed = seed
         self.epoch = 0
@@ -84,7 +83,7 @@ class ClassificationData(EpochData):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x = to_input(self.dataset.load_image(self.ids[index]), self.size)
+        x = to_input(self.dataset.load_image(self.ids[index]), self.size, self.norm)
         if self.flipped(index):
             x = x.flip(-1)
         return x, self.targets[index], index

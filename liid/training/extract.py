@@ -33,7 +33,7 @@ def extract_features(model: MILNetwork, dataset: Dataset, pset: ProposalSet, siz
                      progress: bool = True) -> tuple[FeatureStore, dict]:
     """Run ``model`` over every image of ``pset``; returns the store (unwritten) and throughput numbers."""
     model.eval()
-    data = MILData(dataset, pset, size, train=False)
+    data = MILData(dataset, pset, size, train=False, norm=model.norm)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_images, shuffle=False, collate_fn=collate,
                                          num_workers=workers)
     n, dim, k1 = pset.num_proposals, model.channels, model.num_classes + 1

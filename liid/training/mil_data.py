@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
+from liid.models.backbone import IMAGENET_NORM, Normalization
 from liid.training.data import EpochData, to_input
 from proposals.store import ImageProposals, read_image_proposals, read_proposal_index
 
@@ -96,12 +97,14 @@ def read_proposal_set(dataset: Dataset, store: str | os.PathLike, top: int | Non
 class MILData(EpochData):
     """Items ``(image [3, size, size], boxes [M, 4] float32 in input pixels, index)`` for one image each."""
 
-    def __init__(self, dataset: Dataset, proposals: ProposalSet, size: int, train: bool = True, seed: int = 0):
+    def __init__(self, dataset: Dataset, proposals: ProposalSet, size: int, train: bool = True, seed: int = 0,
+                 norm: Normalization = IMAGENET_NORM):
         if size < 32:
             raise LiidError(f"--size {size}: at least 32 pixels (the network's stride)")
         self.dataset = dataset
         self.proposals = proposals
         self.size = size
+        self.norm = norm
         self.train = train
         self.seed = seed
         self.epoch = 0
@@ -121,7 +124,7 @@ class MILData(EpochData):
         return b
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x = to_input(self.dataset.load_image(self.proposals.ids[index]), self.size)
+        x = to_input(self.dataset.load_image(self.proposals.ids[index]), self.size, self.norm)
         flip = self.flipped(index)
         if flip:
             x = x.flip(-1)

@@ -35,7 +35,7 @@ from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.losses import multilabel_loss
-from liid.models import MultiLabelClassifier, build_backbone, pick_device
+from liid.models import MultiLabelClassifier, backbone_norm, build_backbone, pick_device
 from liid.training.data import ClassificationData
 from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch, step_lr
 from liid.training.oaa import MAPS, OaaMaps, attention_from_scores, hybrid_loss, normalised_targets
@@ -160,7 +160,8 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
     """
     out = Path(out)
     device = pick_device(config.device)
-    data = ClassificationData(dataset, config.size, train=True, seed=config.seed)
+    data = ClassificationData(dataset, config.size, train=True, seed=config.seed,
+                              norm=backbone_norm(config.backbone))
     torch.manual_seed(config.seed)
     trunk, channels = build_backbone(config.backbone, weights=config.weights or "imagenet",
                                      from_scratch=config.from_scratch, freeze_bn=config.freeze_bn)

@@ -32,7 +32,7 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
-from liid.models import MILNetwork, build_backbone, pick_device, save_checkpoint
+from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device, save_checkpoint
 from liid.training.attention import POOLINGS, attention_labels
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from, step_lr
@@ -120,7 +120,8 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
                         "or --alpha 0 to train without it")
     pset = proposals if isinstance(proposals, ProposalSet) else read_proposal_set(
         dataset, proposals, config.top, progress=progress)
-    data = MILData(dataset, pset, config.size, train=config.flip, seed=config.seed)
+    data = MILData(dataset, pset, config.size, train=config.flip, seed=config.seed,
+                   norm=backbone_norm(config.backbone))
     torch.manual_seed(config.seed)
     model = build_mil_model(config, dataset.num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
