@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
-from liid.commands.options import images_option, training_options
+from liid.commands.options import backbone_options, images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
-from liid.models import BACKBONES
 from liid.training.train_cls import TrainClsConfig, train_classifier
 
 _D = TrainClsConfig()
@@ -23,12 +22,7 @@ _D = TrainClsConfig()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Training folder to write.")
 @click.option("--split", default=None, help="VOC roots: the image set (e.g. train, train_aug).")
 @images_option
-@click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES))
-@click.option("--weights", default=None, type=click.Path(path_type=Path),
-              help="Backbone weights file (torchvision ResNet state dict or a LIID checkpoint). Default: the "
-              "ImageNet file in the torch hub cache (<torch hub dir>/checkpoints/resnet50-0676ba61.pth or "
-              "resnet18-f37072fd.pth).")
-@click.option("--from-scratch", is_flag=True, help="Random init instead of ImageNet weights (BatchNorm trained).")
+@backbone_options
 @click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=_D.lr, show_default=True, type=click.FloatRange(0, min_open=True),
               help="SGD learning rate of the first half of the epochs; a tenth of it after.")
@@ -46,7 +40,8 @@ _D = TrainClsConfig()
                    "`liid label --method oaa+` reads the result.")
 @training_options
 def command(dataset: str, out: Path, split: str | None, images_dir: Path | None, backbone: str,
-            weights: Path | None, from_scratch: bool, epochs: int, lr: float, batch_size: int, size: int,
+            weights: Path | None, from_scratch: bool, backbone_lr_mult: float | None, epochs: int, lr: float,
+            batch_size: int, size: int,
             oaa: str | None, oaa_targets: Path | None, seed: int, device: str | None, workers: int, resume: bool,
             overwrite: bool) -> None:
     """Train the multi-label CAM classifier on DATASET's image labels; write DIR/checkpoint.pt, log.jsonl,
@@ -59,7 +54,8 @@ def command(dataset: str, out: Path, split: str | None, images_dir: Path | None,
         raise LiidError("--weights and --from-scratch exclude each other")
     ds = open_dataset(dataset, split=split, images=images_dir)
     config = TrainClsConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
-                            epochs=epochs, lr=lr, batch_size=batch_size, size=size, seed=seed, device=device,
+                            backbone_lr_mult=backbone_lr_mult, epochs=epochs, lr=lr, batch_size=batch_size, size=size,
+                            seed=seed, device=device,
                             workers=workers, oaa=oaa, oaa_targets=None if oaa_targets is None else str(oaa_targets))
     rec = train_classifier(ds, out, config, resume=resume, overwrite=overwrite, echo=click.echo)
     f = rec["final"]

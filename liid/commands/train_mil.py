@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
-from liid.commands.options import images_option, training_options
+from liid.commands.options import backbone_options, images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
-from liid.models import BACKBONES
 from liid.training.attention import POOLINGS
 from liid.training.train_mil import TrainMilConfig, train_mil
 
@@ -31,11 +30,7 @@ _D = TrainMilConfig()
 @images_option
 @click.option("--top", default=None, type=click.IntRange(1),
               help="Use the first N proposals of each image (the store is score-ordered). Default: all.")
-@click.option("--backbone", default=_D.backbone, show_default=True, type=click.Choice(BACKBONES))
-@click.option("--weights", default=None, type=click.Path(path_type=Path),
-              help="Trunk weights: a torchvision ResNet state dict or a LIID checkpoint (e.g. the train-cls one). "
-              "Default: the ImageNet file in the torch hub cache.")
-@click.option("--from-scratch", is_flag=True, help="Random init instead of pretrained weights (BatchNorm trained).")
+@backbone_options
 @click.option("--epochs", default=_D.epochs, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=_D.lr, show_default=True, type=click.FloatRange(0, min_open=True),
               help="SGD learning rate of the first half of the epochs; a tenth of it after.")
@@ -57,7 +52,8 @@ _D = TrainMilConfig()
 @training_options
 def command(dataset: str, proposals: Path, cams: Path | None, out: Path, split: str | None,
             images_dir: Path | None, top: int | None, backbone: str, weights: Path | None, from_scratch: bool,
-            epochs: int, lr: float, size: int, alpha: float, beta: float, gamma: float, eta: float, r: float,
+            backbone_lr_mult: float | None, epochs: int, lr: float, size: int, alpha: float, beta: float,
+            gamma: float, eta: float, r: float,
             theta: float, att_pooling: str, no_flip: bool, seed: int, device: str | None, workers: int,
             resume: bool, overwrite: bool) -> None:
     """Train the MIL network (ResNet + RoIPool 7x7 + GAP + FC(K+1)) on DATASET's proposals with
@@ -71,7 +67,8 @@ def command(dataset: str, proposals: Path, cams: Path | None, out: Path, split: 
         raise LiidError("--weights and --from-scratch exclude each other")
     ds = open_dataset(dataset, split=split, images=images_dir)
     config = TrainMilConfig(backbone=backbone, weights=str(weights) if weights else None, from_scratch=from_scratch,
-                            epochs=epochs, lr=lr, size=size, top=top, alpha=alpha, beta=beta, gamma=gamma, eta=eta,
+                            backbone_lr_mult=backbone_lr_mult, epochs=epochs, lr=lr, size=size, top=top, alpha=alpha,
+                            beta=beta, gamma=gamma, eta=eta,
                             r=r, theta=theta, att_pooling=att_pooling, flip=not no_flip, seed=seed, device=device,
                             workers=workers)
     rec = train_mil(ds, proposals, out, config, cam_classifier=cams, resume=resume, overwrite=overwrite,

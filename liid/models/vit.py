@@ -15,7 +15,7 @@ but their attention is computed here: timm's ``Attention.forward`` uses the fuse
 ``scaled_dot_product_attention`` and never returns the weights. ``_attention`` repeats its math step by step
 and materialises the softmax only for the blocks whose weights are asked for; the others take the fused path.
 
-timm is an optional dependency (``pip install 'liid[vit]'``): this module imports without it and the
+timm is a dependency (the EfficientNet-Lite trunks use it too); this module still imports without it and the
 constructor raises a one-line LiidError.
 """
 
@@ -122,7 +122,7 @@ class MultiClassTokenViT(nn.Module):
                  drop_path: float = 0.0):
         super().__init__()
         if Block is None:
-            raise LiidError("the vit-sm network needs timm: pip install 'liid[vit]' (or pip install timm)")
+            raise LiidError("the vit-sm network needs timm: pip install timm")
         if num_classes < 1 or depth < 1 or num_heads < 1 or patch_size < 1 or embed_dim % num_heads:
             raise ValueError(f"bad ViT sizes: {num_classes} classes, embed {embed_dim}, depth {depth}, "
                              f"heads {num_heads} (must divide embed), patch {patch_size}")

@@ -22,6 +22,24 @@ def step_lr(lr: float, epochs: int, epoch: int) -> float:
     return lr if epoch < math.ceil(epochs / 2) else lr / 10
 
 
+def sgd_for(model: torch.nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> torch.optim.SGD:
+    """SGD (momentum 0.9, weight decay 1e-4) over the trainable parameters, the ``backbone`` at ``backbone_lr_mult``
+    times the lr of the new layers (IRNet's recipe: new layers at 10× a pretrained trunk's lr). Each group keeps its
+    ``lr_mult`` (saved and resumed with the optimizer); ``set_lr`` applies it."""
+    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
+    ids = {id(p) for p in model.backbone.parameters()}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": trunk, "lr_mult": float(backbone_lr_mult)}, {"params": head, "lr_mult": 1.0}]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=1e-4)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's lr to ``lr`` times its ``lr_mult`` (1 where a group has none)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+
+
 def prepare_out(out: Path, resume: bool, overwrite: bool, ours: set[str], what: str) -> bool:
     """Check/clear the training folder ``out``; True when a checkpoint is there to resume from.
 

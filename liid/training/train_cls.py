@@ -37,7 +37,7 @@ from liid.errors import LiidError
 from liid.losses import multilabel_loss
 from liid.models import MultiLabelClassifier, backbone_norm, build_backbone, pick_device
 from liid.training.data import ClassificationData
-from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch, step_lr
+from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch, set_lr, sgd_for, step_lr
 from liid.training.oaa import MAPS, OaaMaps, attention_from_scores, hybrid_loss, normalised_targets
 
 FORMAT = "liid-train-cls"
@@ -50,9 +50,10 @@ _OURS = {CHECKPOINT, LOG, PLOT, RECORD, MAPS}
 class TrainClsConfig:
     """Settings of a run; all but ``device`` and ``workers`` must match to resume."""
 
-    backbone: str = "resnet50"
-    weights: str | None = None  # a file; None = torchvision's ImageNet file in the torch hub cache
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = None  # a file; None = the backbone's offline ImageNet file (liid.models.backbone)
     from_scratch: bool = False
+    backbone_lr_mult: float | None = None  # trunk lr / new layers' lr; None: 0.1 pretrained, 1 from scratch
     epochs: int = 5
     lr: float = 0.01
     batch_size: int = 8
@@ -79,6 +80,14 @@ class TrainClsConfig:
         """BatchNorm is frozen on pretrained trunks (small batches give useless statistics, as in IRNet) and
         trained from scratch (random BN statistics mean nothing)."""
         return not self.from_scratch
+
+    @property
+    def trunk_lr_mult(self) -> float:
+        """The trunk's lr multiplier: as given, else 0.1 on a pretrained trunk (measured: at 1, lr 0.01 wrecks the
+        EfficientNet-Lite ImageNet features within an epoch; BENCHMARKS.md) and 1 from scratch."""
+        if self.backbone_lr_mult is not None:
+            return float(self.backbone_lr_mult)
+        return 1.0 if self.from_scratch else 0.1
 
     def resumable(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}
@@ -166,8 +175,7 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
     trunk, channels = build_backbone(config.backbone, weights=config.weights or "imagenet",
                                      from_scratch=config.from_scratch, freeze_bn=config.freeze_bn)
     model = MultiLabelClassifier(trunk, channels, dataset.num_classes)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = sgd_for(model, config.lr, config.trunk_lr_mult)
     has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-cls")
     start, records, seconds = 0, [], []
     if has_ckpt:
@@ -192,8 +200,7 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
               "dataset": dataset.describe(), "device": str(device), "images": len(data)}
     for epoch in range(start, config.epochs):
         lr = epoch_lr(config, epoch)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+        set_lr(optimizer, lr)
         data.set_epoch(epoch)
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
         loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
