@@ -223,6 +223,12 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
     bounds = np.searchsorted(img_of[order], np.arange(len(entries) + 1))
     position = {e["id"]: i for i, e in enumerate(entries)}
 
+    # a label that is not one of the proposal's image labels (possible when the graph let every node take every
+    # label, eq. 10 as written) is noise, as background is
+    allowed = store.allowed_labels()
+    off_image = ~allowed[np.arange(len(labels)), labels]
+    labels = np.where(off_image, 0, labels)
+
     def rows_of(image_id: str, _load: Callable[[], ImageProposals]) -> ImageLabels | None:
         i = position[image_id]
         rows = order[bounds[i]:bounds[i + 1]]
@@ -236,14 +242,16 @@ def export_pseudo_labels(labels: np.ndarray, store: FeatureStore, proposals: str
         entries, classes, proposals, rows_of, out, nms_iou=nms_iou, palette_pngs=palette_pngs,
         overwrite=overwrite, progress=progress, score_name="prob" if probs is not None else "proposal",
         row_name="feature-store row", num_proposals=int(len(labels)),
-        inputs=inputs or {"features": str(store.path), "proposals": str(proposals)})
+        inputs=inputs or {"features": str(store.path), "proposals": str(proposals)},
+        extra_counts={"dropped_not_image_label": int(off_image.sum())})
 
 
 def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: str | os.PathLike | None,
                    per_image: PerImage, out: str | os.PathLike, nms_iou: float = 0.4, palette_pngs: bool = True,
                    overwrite: bool = False, progress: bool = True, score_name: str = "prob",
                    row_name: str = "entry", num_proposals: int | None = None, inputs: dict | None = None,
-                   description: str = "LIID pseudo instances (liid export)", write_instances: bool = True) -> dict:
+                   description: str = "LIID pseudo instances (liid export)", write_instances: bool = True,
+                   extra_counts: dict | None = None) -> dict:
     """The export itself, for any labeler: labeled proposals per image → ``out/instances.json``,
     ``out/semantic/<image id>.png`` and ``out/export.json``; returns the ``export.json`` summary.
 
@@ -318,6 +326,7 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
             "instances": len(annotations),
             "instances_json": bool(write_instances),
             **counts,
+            **(extra_counts or {}),
             "per_class": {classes[k]: int(per_class[k]) for k in range(1, len(classes))},
             "config": {"nms_iou": float(nms_iou), "nms": "per-class (torchvision.ops.batched_nms)",
                        "score": score_name, "palette_pngs": bool(palette_pngs), "image_ids": id_rule},

@@ -9,8 +9,11 @@ import numpy as np
 
 from graph.feature_store import FeatureStore
 from graph.graph_file import CutGraph
-from graph.knn import KnnConfig, knn, normalized, recall_at_k
+from graph.knn import KnnConfig, feature_mean, knn, normalized, recall_at_k
 from graph.weights import DELTA, pair_weights, share_foreground_label, symmetrise, terminal_weights
+
+NEIGHBOURS = ("all", "cross-image")
+LABEL_RULES = ("image", "all")
 
 
 @dataclass(frozen=True)
@@ -18,9 +21,19 @@ class GraphConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
     delta: float = DELTA  # eq. (10)
     same_label_pairs: bool = False  # reference-code rule: keep a pair only if the images share a label
+    neighbours: str = "all"  # "all" (the paper) | "cross-image": a proposal's k neighbours from other images only
+    centre: bool = False  # cosine of the features minus the dataset mean (the paper: of the raw features)
+    labels: str = "image"  # "image": a node may take its image's labels + background; "all": eq. 10 as written
+
+    def __post_init__(self) -> None:
+        if self.neighbours not in NEIGHBOURS:
+            raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
+        if self.labels not in LABEL_RULES:
+            raise ValueError(f"labels must be one of {LABEL_RULES}, got {self.labels!r}")
 
     def to_json(self) -> dict:
-        return {"knn": asdict(self.knn), "delta": self.delta, "same_label_pairs": self.same_label_pairs}
+        return {"knn": asdict(self.knn), "delta": self.delta, "same_label_pairs": self.same_label_pairs,
+                "neighbours": self.neighbours, "centre": self.centre, "labels": self.labels}
 
 
 def size_histogram(component: np.ndarray) -> dict[str, int]:
@@ -37,13 +50,21 @@ def size_histogram(component: np.ndarray) -> dict[str, int]:
     return hist
 
 
+def _same_image_share(store: FeatureStore, edges: np.ndarray) -> float | None:
+    if not len(edges):
+        return None
+    img = np.asarray(store.proposal_image)
+    return float((img[edges[:, 0]] == img[edges[:, 1]]).mean())
+
+
 def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sample: int = 0
                 ) -> tuple[CutGraph, dict]:
     """Nodes = proposals, terminal weights = masked p, edges = symmetrised kNN with weight delta*cos."""
     t0 = time.perf_counter()
-    x = normalized(store.features)
+    x = normalized(store.features, centre=feature_mean(store.features) if cfg.centre else None)
     t_knn = time.perf_counter()
-    idx, sim, info = knn(x, cfg.knn)
+    groups = np.asarray(store.proposal_image) if cfg.neighbours == "cross-image" else None
+    idx, sim, info = knn(x, cfg.knn, groups=groups)
     info["seconds"] = time.perf_counter() - t_knn
     if recall_sample:
         t_r = time.perf_counter()
@@ -63,7 +84,9 @@ def graph_from_neighbours(store: FeatureStore, idx: np.ndarray, sim: np.ndarray,
     k = cfg.knn.k
     idx, sim = idx[:, :k], sim[:, :k]
     allowed = store.allowed_labels()
-    terminal = terminal_weights(store.probs, allowed)
+    terminal = terminal_weights(store.probs, allowed)  # eq. 10: p masked by the image's labels, either rule
+    if cfg.labels == "all":  # eq. 10 as written: only p is masked; export treats a label off the image as noise
+        allowed = np.ones_like(allowed)
     n = idx.shape[0]
     rows = np.repeat(np.arange(n), k)
     cols = idx.reshape(-1)
@@ -87,6 +110,9 @@ def graph_from_neighbours(store: FeatureStore, idx: np.ndarray, sim: np.ndarray,
         "components_over_1000": int((sizes > 1000).sum()),
         "nodes_in_components_over_1000": int(sizes[sizes > 1000].sum()),
         "pairs_dropped_no_shared_label": dropped_label,
+        # what the edges carry: how many join two proposals of one image, and how similar the linked pairs are
+        "same_image_edges": _same_image_share(store, edges),
+        "edge_cosine_median": float(np.median(esim)) if len(esim) else None,
     }
     g.meta = {"config": cfg.to_json(), "stats": stats}
     return g, stats

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import faiss
 import numpy as np
@@ -43,11 +43,23 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def normalized(features: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """float32 copy with unit L2 rows (zero rows stay zero), converted chunk by chunk."""
+def feature_mean(features: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """The mean feature [D] (float64 accumulation, chunk by chunk: memory-mapped stores stay on disk)."""
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    for s in range(0, features.shape[0], chunk):
+        total += np.asarray(features[s:s + chunk], dtype=np.float64).sum(axis=0)
+    return total / max(features.shape[0], 1)
+
+
+def normalized(features: np.ndarray, chunk: int = 65536, centre: np.ndarray | None = None) -> np.ndarray:
+    """float32 copy with unit L2 rows (zero rows stay zero), converted chunk by chunk; ``centre`` [D] is
+    subtracted first (cosine around the dataset mean instead of around 0)."""
     x = np.empty(features.shape, dtype=np.float32)
+    mu = None if centre is None else np.asarray(centre, dtype=np.float32)
     for s in range(0, features.shape[0], chunk):
         x[s:s + chunk] = features[s:s + chunk]
+        if mu is not None:
+            x[s:s + chunk] -= mu
     faiss.normalize_L2(x)
     return x
 
@@ -147,9 +159,34 @@ def _ivf_search(x: np.ndarray, cfg: KnnConfig, nlist: int, nprobe: int, candidat
     return idx
 
 
-def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig()) -> tuple[np.ndarray, np.ndarray, dict]:
+def drop_same_group(idx: np.ndarray, sim: np.ndarray, groups: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep, per row (in order), the first ``k`` neighbours from another group than the row's own (-1 pads)."""
+    groups = np.asarray(groups)
+    bad = (idx < 0) | (groups[np.where(idx < 0, 0, idx)] == groups[:, None])
+    order = np.argsort(bad, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1)[:, :k].copy()
+    sim = np.take_along_axis(sim, order, axis=1)[:, :k].copy()
+    b = np.take_along_axis(bad, order, axis=1)[:, :k]
+    idx[b] = -1
+    sim[b] = -np.inf
+    return idx, sim
+
+
+def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None = None
+        ) -> tuple[np.ndarray, np.ndarray, dict]:
     """For unit rows ``x``: indices [N, k] (-1 = none) and cosine similarities of the k most similar
-    other rows, plus a dict saying which method and parameters were used."""
+    other rows, plus a dict saying which method and parameters were used.
+
+    ``groups`` [N] (e.g. each proposal's image): neighbours are taken from other groups only. The search then
+    asks for ``k`` + the largest group's size candidates, so that k others remain after the filter."""
+    if groups is not None:
+        extra = int(np.bincount(np.asarray(groups)).max())
+        wide = replace(cfg, k=cfg.k + extra, candidates=max(cfg.candidates, cfg.k + extra + 1))
+        idx, sim, info = knn(x, wide)
+        idx, sim = drop_same_group(idx, sim, groups, cfg.k)
+        info.update(k=cfg.k, searched_k=wide.k, other_groups_only=True)
+        return idx, sim, info
     n = x.shape[0]
     method = cfg.method
     if method not in METHODS:

@@ -362,3 +362,18 @@ def test_empty_mask_dropped(tmp_path):
     coco = json.loads((tmp_path / "out" / "instances.json").read_text())
     assert coco["images"] == [{"id": 1, "file_name": "a.jpg", "height": 6, "width": 7}]
     assert s["config"]["image_ids"] == "position"
+
+
+def test_label_off_the_image_is_noise(inputs):
+    """With ``build-graph --labels all`` (eq. 10 as written) the cut may give a proposal a class its image does not
+    have: export drops it as noise and counts it."""
+    labels = np.array([r[2] for r in ROWS], np.int32)
+    labels[5] = 1  # image 000002 (labels: dog) proposal 0 -> cat
+    np.save(inputs["cut"] / "labels.npy", labels)
+    out = inputs["tmp"] / "out"
+    res = _run(inputs["cut"], "--proposals", inputs["proposals"], "--out", out)
+    assert res.exit_code == 0, res.output
+    coco = json.loads((out / "instances.json").read_text())
+    assert [(a["image_id"], a["category_id"]) for a in coco["annotations"]] == [(1, 1), (1, 2), (1, 1)]
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["dropped_not_image_label"] == 1 and summary["dropped_background"] == 3

@@ -242,3 +242,49 @@ def test_build_graph_same_label_pairs(small_store):
     assert {tuple(p) for p in e.tolist()} <= all_pairs
     shared = (fg[img[g_all.edges[:, 0]]] & fg[img[g_all.edges[:, 1]]]).any(axis=1)
     assert {tuple(p) for p in g_all.edges[shared].tolist()} == {tuple(p) for p in e.tolist()}
+
+
+# ------------------------------------------------------------------------- cross-image, centring, label rule
+
+
+def _brute_other_group(x: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    s = x.astype(np.float64) @ x.astype(np.float64).T
+    s[groups[:, None] == groups[None, :]] = -np.inf  # own image (and self) excluded
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("method", ["exact", "hnsw"])
+def test_cross_image_neighbours_match_brute_force(small_store, method):
+    x = normalized(small_store.features)
+    groups = np.asarray(small_store.proposal_image)
+    idx, sim, info = knn(x, KnnConfig(k=3, method=method, candidates=64), groups=groups)
+    assert info["other_groups_only"] and info["k"] == 3
+    assert (groups[idx] != groups[:, None]).all()  # never a proposal of the same image
+    ref = _brute_other_group(x, groups, 3)
+    agree = np.mean([len(set(a) & set(b)) / 3 for a, b in zip(idx, ref, strict=True)])
+    assert agree == 1.0 if method == "exact" else agree > 0.9
+    if method == "exact":
+        np.testing.assert_allclose(sim, np.take_along_axis(x @ x.T, ref, axis=1), atol=1e-5)
+
+
+def test_centred_cosine_is_cosine_around_the_mean(small_store):
+    f = np.asarray(small_store.features, np.float64)
+    mu = f.mean(axis=0)
+    x = normalized(small_store.features, centre=mu)
+    ref = (f - mu) / np.linalg.norm(f - mu, axis=1, keepdims=True)
+    np.testing.assert_allclose(x, ref, atol=1e-5)
+    g, stats = build_graph(small_store, GraphConfig(knn=KnnConfig(k=3), centre=True, neighbours="cross-image"))
+    assert g.meta["config"]["centre"] and g.meta["config"]["neighbours"] == "cross-image"
+    assert stats["same_image_edges"] == 0.0
+    img = np.asarray(small_store.proposal_image)
+    assert (img[g.edges[:, 0]] != img[g.edges[:, 1]]).all()
+
+
+def test_label_rule_all_keeps_masked_terminals(small_store):
+    hard, _ = build_graph(small_store, GraphConfig(knn=KnnConfig(k=3)))
+    paper, _ = build_graph(small_store, GraphConfig(knn=KnnConfig(k=3), labels="all"))
+    np.testing.assert_array_equal(hard.terminal, paper.terminal)  # eq. 10: p masked either way
+    assert paper.allowed.all() and not hard.allowed.all()
+    np.testing.assert_array_equal(hard.allowed, small_store.allowed_labels())
+    with pytest.raises(ValueError):
+        GraphConfig(labels="some")

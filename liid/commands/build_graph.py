@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from graph.build import GraphConfig, build_graph
+from graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
 from graph.feature_store import read_feature_store
 from graph.graph_file import save_graph
 from graph.knn import METHODS, KnnConfig
@@ -28,6 +28,9 @@ def format_stats(stats: dict) -> str:
     if "recall_at_k" in knn:
         lines.append(f"recall@{knn['k']} {knn['recall_at_k']:.4f} on {knn['recall_sample']} sampled queries "
                      f"(vs exact search)")
+    if stats.get("same_image_edges") is not None:
+        lines.append(f"edges within one image {100 * stats['same_image_edges']:.1f} %, median edge cosine "
+                     f"{stats['edge_cosine_median']:.3f}")
     if stats.get("pairs_dropped_no_shared_label"):
         lines.append(f"pairs dropped (images share no label): {stats['pairs_dropped_no_shared_label']:,}")
     lines.append("component sizes:")
@@ -58,11 +61,21 @@ def format_stats(stats: dict) -> str:
               help="Measure recall@k against exact search on this many random queries and print it.")
 @click.option("--same-label-pairs", is_flag=True,
               help="Keep a pair only if the two images share a foreground label (reference-code rule).")
+@click.option("--neighbours", default="all", show_default=True, type=click.Choice(NEIGHBOURS),
+              help="all: each proposal's k most similar other proposals (the paper); cross-image: the k most "
+                   "similar proposals of other images (overlapping proposals of one image are near-duplicates "
+                   "and carry no knowledge across the dataset).")
+@click.option("--centre/--no-centre", default=False, show_default=True,
+              help="Subtract the dataset's mean feature before the cosine (spreads the cosines of features that "
+                   "share a large common component).")
+@click.option("--labels", "label_rule", default="image", show_default=True, type=click.Choice(LABEL_RULES),
+              help="image: a proposal may only take its image's labels or background; all: eq. 10 as written "
+                   "(only p is masked; a label off the image is exported as noise).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max: int, nlist: int,
-            nprobe: int, pca_dim: int, candidates: int, recall_sample: int, same_label_pairs: bool, seed: int,
-            overwrite: bool) -> None:
+            nprobe: int, pca_dim: int, candidates: int, recall_sample: int, same_label_pairs: bool,
+            neighbours: str, centre: bool, label_rule: str, seed: int, overwrite: bool) -> None:
     """Build the kNN graph of all proposals with the classes as terminals, and its components.
 
     STORE is a feature store directory (docs/FORMATS.md). Writes GRAPH/ with terminal weights (p masked
@@ -71,7 +84,8 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
     t0 = time.perf_counter()
     cfg = GraphConfig(knn=KnnConfig(k=k, method=method, exact_max=exact_max, nlist=nlist, nprobe=nprobe,
                                     pca_dim=pca_dim, candidates=candidates, seed=seed),
-                      delta=delta, same_label_pairs=same_label_pairs)
+                      delta=delta, same_label_pairs=same_label_pairs, neighbours=neighbours, centre=centre,
+                      labels=label_rule)
     check_output(out, overwrite=True)  # parent folder must exist
     source = {"feature_store": str(Path(store).resolve()), "fingerprint": fingerprint(store)
               if Path(store).is_dir() else None}

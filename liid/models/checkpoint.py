@@ -153,6 +153,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def _same_numbers(a: Mapping, b: Mapping, tol: float = 1e-6) -> bool:
+    """Two {"mean": [...], "std": [...]} records hold the same values."""
+    try:
+        return all(len(a[k]) == len(b[k])
+                   and all(abs(float(x) - float(y)) <= tol for x, y in zip(a[k], b[k], strict=True))
+                   for k in ("mean", "std"))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Load a checkpoint into ``model`` (and ``optimizer``, to resume) and return its ``meta``.
 
@@ -174,6 +184,10 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     b_model = getattr(model, "backbone_name", None)
     if b_model is not None and meta.get("backbone") != b_model:
         raise LiidError(f"checkpoint {path} uses backbone {meta.get('backbone')!r}, this run uses {b_model!r}")
+    norm, recorded = getattr(model, "norm", None), meta.get("normalization")
+    if recorded is not None and hasattr(norm, "as_dict") and not _same_numbers(norm.as_dict(), recorded):
+        raise LiidError(f"checkpoint {path} was trained on inputs normalised with {recorded}, this network "
+                        f"normalises with {norm.as_dict()}")
     load_state_dict_checked(model, ckpt["model"], path)
     if optimizer is not None:
         if ckpt.get("optimizer") is None:
