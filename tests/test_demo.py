@@ -86,7 +86,8 @@ def test_demo_end_to_end(demo):
     for name in figures:
         assert f"figures/{name}" in page
         assert Image.open(out / "figures" / name).size[0] > 100
-    assert m["ap50_oracle"] >= m["ap50_liid"] - 1e-9 or m["ap50_oracle"] > 0  # the bound is a real evaluation
+    # the oracle labels every proposal the proposals allow right: no labeling of the same proposals beats it
+    assert m["ap50_oracle"] >= m["ap50_liid"] and m["ap50_oracle"] >= m["ap50_mil_argmax"]
     table = results_table(m)
     assert "Mask R-CNN" in table and f"{m['ap50_liid']:6.3f}" in table and f"{m['maskrcnn_ap50']:6.3f}" in table
     assert f"<td>{m['ap50_oracle']:.3f}</td>" in page

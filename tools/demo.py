@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("demo_out"), help="demo folder (default demo_out)")
     for f in fields(DemoConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = str if f.name in ("maskrcnn_backbone", "device") else type(f.default)
+        if isinstance(f.default, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                            help=f"default: {f.default}")
+            continue
+        kind = str if f.name in ("maskrcnn_backbone", "device", "backbone") else type(f.default)
         ap.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
     a = ap.parse_args(argv)
     config = DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig)})

@@ -272,7 +272,9 @@ figure{{display:inline-block;margin:6px}} img{{max-width:100%}}</style></head><b
 {machine.get("cpus")} CPUs · the pipeline's work {metrics.get("pipeline_seconds", 0):.0f} s
 (this run {metrics.get("seconds", 0):.0f} s; stages already up to date are skipped).
 Synthetic dataset of {cfg.get("images")} images (80 % train), the best {cfg.get("top")} selective-search
-proposals per image, resnet18 networks trained from scratch (no pretrained weights), kNN graph δ = {cfg.get("delta")}.
+proposals per image, {html.escape(str(cfg.get("backbone", "resnet18")))} networks
+{"trained from scratch" if cfg.get("from_scratch", True) else "from ImageNet weights"},
+kNN graph δ = {cfg.get("delta")}.
 </p>
 <h2>Pseudo-labels of the training images, and the segmenter trained on them</h2>
 <p>Mask AP (COCO 0.5:0.95), AP50, AP75 and ABO against the ground truth (pycocotools).</p>
