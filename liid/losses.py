@@ -219,6 +219,42 @@ def cam_box_scores(cams: torch.Tensor, boxes: torch.Tensor | None, mode: str = "
     raise ValueError(f"mode must be 'box' or 'mask', got {mode!r}")
 
 
+def cam_soft_iou(cams: np.ndarray, masks: np.ndarray, tau: float = 0.2) -> np.ndarray:
+    """A replacement for eq. 3's ``R`` that tells a whole object from its parts and from regions around it:
+    the soft IoU ``Σ_mask A / (|mask| + Σ A − Σ_mask A)`` of each proposal mask with the CAM ``A^k``, restricted
+    to the connected region of ``A^k >= tau`` that holds most of the mask's CAM mass (one instance of k) -> ``[M, K]``
+    in [0, 1].
+
+    Why: eq. 3's ``mean + max`` over a box reaches 1 + mean for every box that contains a CAM peak, so a box
+    around the object and its background, or around two objects, is labelled foreground as surely as the
+    object itself (BENCHMARKS "Why the graph did not help": 87 % of the synthetic proposals, 19 % true). The
+    soft IoU is 1 only for a mask that covers the CAM region and nothing else. ``cams [K, H, W]`` in [0, 1]
+    and ``masks [M, H, W]`` bool at the same resolution; components by ``scipy.ndimage.label`` (4-connected).
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    cams = np.asarray(cams, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool)
+    if cams.ndim != 3 or masks.ndim != 3 or cams.shape[1:] != masks.shape[1:]:
+        raise ValueError(f"cams [K, H, W] and masks [M, H, W] must share H, W; got {cams.shape} and {masks.shape}")
+    m = masks.reshape(len(masks), -1).astype(np.float64)
+    area = m.sum(axis=1)
+    out = np.zeros((len(masks), cams.shape[0]))
+    for k, a in enumerate(cams):
+        lab, n = ndimage.label(a >= tau)
+        a_flat, lab_flat = a.ravel(), lab.ravel()
+        if n == 0:
+            continue
+        onehot = np.zeros((n + 1, a_flat.size))
+        onehot[lab_flat, np.arange(a_flat.size)] = a_flat  # CAM mass of each component (row 0: below tau)
+        per = m @ onehot[1:].T  # [M, n] mask's CAM mass in each component
+        best = per.argmax(axis=1)
+        inside = per[np.arange(len(m)), best]
+        total = onehot[1:].sum(axis=1)[best]
+        out[:, k] = inside / np.maximum(area + total - inside, 1e-12)
+    return out
+
+
 def attention_pseudo_labels(R: torch.Tensor, image_labels: Labels, eta: float = 0.75) -> torch.Tensor:
     """eq. 3: each proposal's pseudo label ``ỹ [M]`` int64 in 0..K from its CAM scores ``R [M, K]``.
 

@@ -393,3 +393,32 @@ def test_probabilities_need_not_sum_to_one():
 def test_invalid_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_cam_soft_iou_hand_values():
+    """A binary CAM square: the object mask scores 1, a quarter of it 1/4, the whole image |square|/|image|, a
+    background corner 0; a second instance of the class (another component) does not lower the object's score."""
+    from liid.losses import cam_soft_iou
+
+    cam = np.zeros((1, 20, 20))
+    cam[0, 2:10, 2:10] = 1.0  # the instance (64 px)
+    cam[0, 14:18, 14:18] = 1.0  # a second instance, its own component
+    obj = np.zeros((20, 20), bool)
+    obj[2:10, 2:10] = True
+    quarter = np.zeros((20, 20), bool)
+    quarter[2:6, 2:6] = True
+    whole = np.ones((20, 20), bool)
+    corner = np.zeros((20, 20), bool)
+    corner[0:2, 18:20] = True
+    s = cam_soft_iou(cam, np.stack([obj, quarter, whole, corner]))[:, 0]
+    assert s[0] == pytest.approx(1.0) and s[1] == pytest.approx(16 / 64)
+    assert s[2] == pytest.approx(64 / 400)  # the component with most of its mass: the big square
+    assert s[3] == pytest.approx(0.0)
+    # a soft map: Σ_mask A / (|mask| + Σ A − Σ_mask A)
+    soft = np.zeros((1, 4, 4))
+    soft[0, :2, :2] = [[1.0, 0.5], [0.5, 0.5]]
+    m = np.zeros((1, 4, 4), bool)
+    m[0, 0, :] = True
+    assert cam_soft_iou(soft, m, tau=0.2)[0, 0] == pytest.approx(1.5 / (4 + 2.5 - 1.5))
+    with pytest.raises(ValueError):
+        cam_soft_iou(cam, np.zeros((1, 5, 5), bool))

@@ -41,13 +41,16 @@ _D = TrainMilConfig()
 @click.option("--gamma", default=_D.gamma, show_default=True, type=click.FloatRange(0),
               help="Weight of L_Cent (eq. 7).")
 @click.option("--eta", default=_D.eta, show_default=True, type=click.FloatRange(0, 2),
-              help="eq. 3: a proposal is background when every R_k = mean + max of its CAM is below eta.")
+              help="eq. 3: a proposal is background when every R_k (mean + max of its CAM, in [0, 2]; the soft IoU "
+                   "for --att-pooling soft-iou, in [0, 1]) is below eta.")
 @click.option("--r", "r", default=_D.r, show_default=True, type=click.FloatRange(0, min_open=True),
               help="eq. 5: LSE pooling sharpness (large: max, small: mean).")
 @click.option("--theta", default=_D.theta, show_default=True, type=click.FloatRange(0, 1),
               help="eq. 8: centre update rate.")
 @click.option("--att-pooling", default=_D.att_pooling, show_default=True, type=click.Choice(POOLINGS),
-              help="eq. 3 over the proposal's box (paper) or its mask (ablation).")
+              help="eq. 3's R over the proposal's box (paper) or its mask (ablation); soft-iou: R = the soft IoU "
+                   "of the proposal mask with the CAM region of one instance (liid.losses.cam_soft_iou, in [0, 1]: "
+                   "use --eta 0.3), which tells an object from its parts and its surroundings.")
 @click.option("--no-flip", is_flag=True, help="No horizontal-flip augmentation.")
 @training_options
 def command(dataset: str, proposals: Path, cams: Path | None, out: Path, split: str | None,
