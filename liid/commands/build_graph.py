@@ -71,11 +71,13 @@ def format_stats(stats: dict) -> str:
 @click.option("--labels", "label_rule", default="image", show_default=True, type=click.Choice(LABEL_RULES),
               help="image: a proposal may only take its image's labels or background; all: eq. 10 as written "
                    "(only p is masked; a label off the image is exported as noise).")
+@click.option("--mutual", is_flag=True,
+              help="Keep a pair only when each proposal is among the other's k neighbours (default: either).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max: int, nlist: int,
             nprobe: int, pca_dim: int, candidates: int, recall_sample: int, same_label_pairs: bool,
-            neighbours: str, centre: bool, label_rule: str, seed: int, overwrite: bool) -> None:
+            neighbours: str, centre: bool, label_rule: str, mutual: bool, seed: int, overwrite: bool) -> None:
     """Build the kNN graph of all proposals with the classes as terminals, and its components.
 
     STORE is a feature store directory (docs/FORMATS.md). Writes GRAPH/ with terminal weights (p masked
@@ -85,7 +87,7 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
     cfg = GraphConfig(knn=KnnConfig(k=k, method=method, exact_max=exact_max, nlist=nlist, nprobe=nprobe,
                                     pca_dim=pca_dim, candidates=candidates, seed=seed),
                       delta=delta, same_label_pairs=same_label_pairs, neighbours=neighbours, centre=centre,
-                      labels=label_rule)
+                      labels=label_rule, mutual=mutual)
     check_output(out, overwrite=True)  # parent folder must exist
     source = {"feature_store": str(Path(store).resolve()), "fingerprint": fingerprint(store)
               if Path(store).is_dir() else None}

@@ -40,9 +40,10 @@ _D = TrainMilConfig()
 @click.option("--beta", default=_D.beta, show_default=True, type=click.FloatRange(0), help="Weight of L_MIL (eq. 6).")
 @click.option("--gamma", default=_D.gamma, show_default=True, type=click.FloatRange(0),
               help="Weight of L_Cent (eq. 7).")
-@click.option("--eta", default=_D.eta, show_default=True, type=click.FloatRange(0, 2),
+@click.option("--eta", default=None, type=click.FloatRange(0, 2),
               help="eq. 3: a proposal is background when every R_k (mean + max of its CAM, in [0, 2]; the soft IoU "
-                   "for --att-pooling soft-iou, in [0, 1]) is below eta.")
+                   "for --att-pooling soft-iou, in [0, 1]) is below eta. Default: 0.75 (the paper) for box and "
+                   "mask, 0.3 for soft-iou.")
 @click.option("--r", "r", default=_D.r, show_default=True, type=click.FloatRange(0, min_open=True),
               help="eq. 5: LSE pooling sharpness (large: max, small: mean).")
 @click.option("--theta", default=_D.theta, show_default=True, type=click.FloatRange(0, 1),
@@ -56,7 +57,7 @@ _D = TrainMilConfig()
 def command(dataset: str, proposals: Path, cams: Path | None, out: Path, split: str | None,
             images_dir: Path | None, top: int | None, backbone: str, weights: Path | None, from_scratch: bool,
             backbone_lr_mult: float | None, epochs: int, lr: float, size: int, alpha: float, beta: float,
-            gamma: float, eta: float, r: float,
+            gamma: float, eta: float | None, r: float,
             theta: float, att_pooling: str, no_flip: bool, seed: int, device: str | None, workers: int,
             resume: bool, overwrite: bool) -> None:
     """Train the MIL network (ResNet + RoIPool 7x7 + GAP + FC(K+1)) on DATASET's proposals with

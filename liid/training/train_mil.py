@@ -33,7 +33,7 @@ from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
 from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device, save_checkpoint
-from liid.training.attention import POOLINGS, attention_labels
+from liid.training.attention import POOLINGS, SOFT_IOU_ETA, attention_labels
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from, set_lr, sgd_for, step_lr
 from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
@@ -60,7 +60,7 @@ class TrainMilConfig:
     alpha: float = 0.5
     beta: float = 0.5
     gamma: float = 0.1
-    eta: float = 0.75
+    eta: float | None = None  # None: 0.75 (the paper's, Table 5) for box/mask pooling, 0.3 for soft-iou
     r: float = 5.0
     theta: float = 0.01
     att_pooling: str = "box"
@@ -70,6 +70,8 @@ class TrainMilConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.eta is None:
+            object.__setattr__(self, "eta", SOFT_IOU_ETA if self.att_pooling == "soft-iou" else 0.75)
         if self.epochs < 1 or self.size < 32 or self.workers < 0 or (self.top is not None and self.top < 1):
             raise LiidError(f"bad settings: epochs {self.epochs}, size {self.size}, top {self.top}, "
                             f"workers {self.workers}")
