@@ -16,7 +16,8 @@ from liid.pipeline.demo import LABELINGS, DemoConfig, DemoPaths, results_table, 
 from liid.pipeline.report import coco_masks, histogram_png, overlay, size_bins, write_report
 
 TINY = DemoConfig(images=10, top=5, workers=1, cls_epochs=1, cls_size=64, mil_epochs=1, mil_size=64,
-                  maskrcnn_epochs=1, maskrcnn_batch=2, maskrcnn_roi_batch=8, maskrcnn_warmup=0, report_images=2,
+                  maskrcnn_epochs=1, maskrcnn_batch=2, maskrcnn_roi_batch=8, maskrcnn_warmup=0, maskrcnn_size=64,
+                  report_images=2,
                   device="cpu")
 
 

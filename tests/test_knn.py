@@ -288,3 +288,14 @@ def test_label_rule_all_keeps_masked_terminals(small_store):
     np.testing.assert_array_equal(hard.allowed, small_store.allowed_labels())
     with pytest.raises(ValueError):
         GraphConfig(labels="some")
+
+
+def test_mutual_edges_are_reciprocal_neighbours(small_store):
+    x = normalized(small_store.features)
+    idx, _, _ = knn(x, KnnConfig(k=3, method="exact"))
+    g, stats = build_graph(small_store, GraphConfig(knn=KnnConfig(k=3, method="exact"), mutual=True))
+    union, _ = build_graph(small_store, GraphConfig(knn=KnnConfig(k=3, method="exact")))
+    nbrs = [set(r) for r in idx.tolist()]
+    expected = {(u, v) for u in range(len(nbrs)) for v in nbrs[u] if u < v and u in nbrs[v]}
+    assert {tuple(e) for e in g.edges.tolist()} == expected
+    assert len(g.edges) < len(union.edges) and stats["pairs_dropped_not_mutual"] > 0

@@ -43,7 +43,8 @@ from liid.labelers import mil_argmax_labels
 from proposals.store import read_image_proposals, read_proposal_index
 
 # the paper's graph (Table 6's deltas, k 3 and 2, the reference-code pair rule, eq. 10 as written) and ours
-PAPER = {"delta": 5.0, "k": 3, "neighbours": "all", "centre": False, "same_label_pairs": False, "labels": "image"}
+PAPER = {"delta": 5.0, "k": 3, "neighbours": "all", "centre": False, "same_label_pairs": False, "labels": "image",
+         "mutual": False}
 
 
 def variant_grid(which: str) -> list[dict]:
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default=None)
     ap.add_argument("--images", default=None)
     ap.add_argument("--variants", choices=("paper", "full"), default="full")
+    ap.add_argument("--variant", action="append", default=None, metavar="JSON",
+                    help='instead of the grid: one variant, keys of the paper\'s graph overridden, e.g. '
+                         '\'{"delta": 1, "neighbours": "cross-image", "centre": true}\' (repeatable)')
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -115,14 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     img = np.asarray(fs.proposal_image)
     cache: dict = {}
     variants = []
-    for v in variant_grid(a.variants):
+    grid = [{**PAPER, **json.loads(v)} for v in a.variant] if a.variant else variant_grid(a.variants)
+    for v in grid:
         key = (v["centre"], v["neighbours"], v["k"])
         if key not in cache:
             x = normalized(fs.features, centre=mean if v["centre"] else None)
             cache[key] = knn(x, KnnConfig(k=v["k"]), groups=img if v["neighbours"] == "cross-image" else None)[:2]
         idx, sim = cache[key]
         cfg = GraphConfig(knn=KnnConfig(k=v["k"]), delta=v["delta"], same_label_pairs=v["same_label_pairs"],
-                          neighbours=v["neighbours"], centre=v["centre"], labels=v["labels"])
+                          neighbours=v["neighbours"], centre=v["centre"], labels=v["labels"], mutual=v["mutual"])
         g, stats = graph_from_neighbours(fs, idx, sim, cfg)
         with contextlib.redirect_stderr(io.StringIO()):
             labels, records, summary = solve_graph(g, SolveConfig(), progress=False)
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                  cos=stats["edge_cosine_median"],
                  certified=int(summary["certified_optimal_components"]), solve_seconds=float(summary["seconds"]))
         name = (f"d{v['delta']:g} k{v['k']} {v['neighbours']}{' centred' if v['centre'] else ''}"
-                f"{' same-label-pairs' if v['same_label_pairs'] else ''} labels={v['labels']}")
+                f"{' same-label-pairs' if v['same_label_pairs'] else ''}{' mutual' if v['mutual'] else ''} "
+                f"labels={v['labels']}")
         variants.append({"variant": v, "name": name, **r})
         print(f"{name:<58} {r['ap']:6.3f} {r['ap50']:6.3f} {r['ap75']:6.3f} {r['abo']:6.3f}  "
               f"changed {r['changed']} (right {r['right']}, wrong {r['wrong']}) purity_fg {r['purity_fg']:.3f} "

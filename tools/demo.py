@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                             help=f"default: {f.default}")
             continue
-        kind = str if f.name in ("maskrcnn_backbone", "device", "backbone") else type(f.default)
+        kind = str if f.name in ("maskrcnn_backbone", "device", "backbone", "att_pooling", "neighbours") \
+            else type(f.default)
         ap.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
     a = ap.parse_args(argv)
     config = DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig)})

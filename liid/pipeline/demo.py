@@ -37,14 +37,18 @@ class DemoConfig:
     workers: int = 2
     backbone: str = "efficientnet-lite0"  # train-cls, train-mil and Mask R-CNN
     from_scratch: bool = False  # True: random init (the demo before ImageNet weights existed here)
-    cls_epochs: int = 10
-    cls_size: int = 160
+    cls_epochs: int = 5
+    cls_size: int = 448  # the paper's; the CAMs (14x14) must resolve objects for the soft-IoU rule of eq. 3
     mil_epochs: int = 6
     mil_size: int = 256
-    # the graph as build-graph builds it by default (BENCHMARKS "Graph variants": measured best on these features)
-    delta: float = 2.0
+    att_pooling: str = "soft-iou"  # eq. 3's rule (train-mil --att-pooling; BENCHMARKS "ImageNet features")
+    # the graph as build-graph builds it by default (BENCHMARKS "ImageNet features": measured best)
+    delta: float = 1.0
+    neighbours: str = "cross-image"
+    centre: bool = True
     maskrcnn_epochs: int = 5
     maskrcnn_backbone: str | None = None  # None: the same backbone
+    maskrcnn_size: int = 160  # the images' own size
     maskrcnn_batch: int = 4
     maskrcnn_lr: float = 0.01  # 0.02 diverges (NaN) within the first epoch here
     maskrcnn_warmup: int = 20
@@ -159,14 +163,15 @@ def stages(config: DemoConfig, out: Path) -> list[Stage]:
                                                  "--out", s(p.mil), "--backbone", config.backbone,
                                                  *(["--weights", s(p.cls / "checkpoint.pt")] if config.from_scratch
                                                    else []),
-                                                 "--size", s(config.mil_size),
+                                                 "--size", s(config.mil_size), "--att-pooling", config.att_pooling,
                                                  "--epochs", s(config.mil_epochs), *dev, "--resume"], p.mil),
         Stage("extract (features + probabilities)", ["extract", s(p.data), "--proposals", s(p.top), "--mil", s(p.mil),
                                                      "--out", s(p.features), *dev], p.features),
         Stage("label: MIL argmax (no graph)", ["label", "--method", "mil-argmax", "--features", s(p.features),
                                                "--proposals", s(p.top), "--out", s(p.argmax)], p.argmax),
         Stage("build-graph (kNN, eq. 10)", ["build-graph", s(p.features), "--out", s(p.graph), "--delta",
-                                            s(config.delta)], p.graph),
+                                            s(config.delta), "--neighbours", config.neighbours,
+                                            "--centre" if config.centre else "--no-centre"], p.graph),
         Stage("solve-cut (multiway cut)", ["solve-cut", "--graph", s(p.graph), "--out", s(p.cut), "--workers",
                                            s(config.workers)], p.cut),
         Stage("export (LIID pseudo-labels)", ["export", s(p.cut), "--proposals", s(p.top), "--out", s(p.liid)],
@@ -181,7 +186,7 @@ def stages(config: DemoConfig, out: Path) -> list[Stage]:
             "--epochs",
             s(config.maskrcnn_epochs), "--batch-size", s(config.maskrcnn_batch), "--lr", s(config.maskrcnn_lr),
             "--warmup-iters", s(config.maskrcnn_warmup), "--roi-batch", s(config.maskrcnn_roi_batch),
-            "--min-size", s(config.cls_size), "--max-size", s(config.cls_size), "--eval-every",
+            "--min-size", s(config.maskrcnn_size), "--max-size", s(config.maskrcnn_size), "--eval-every",
             s(config.maskrcnn_epochs), "--eval-dataset", s(p.data), "--eval-split", "val", *dev, "--resume"],
             p.maskrcnn),
     ]
