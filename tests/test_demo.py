@@ -17,7 +17,7 @@ from liid.pipeline.report import coco_masks, histogram_png, overlay, size_bins, 
 
 TINY = DemoConfig(images=10, top=5, workers=1, cls_epochs=1, cls_size=64, mil_epochs=1, mil_size=64,
                   maskrcnn_epochs=1, maskrcnn_batch=2, maskrcnn_roi_batch=8, maskrcnn_warmup=0, maskrcnn_size=64,
-                  report_images=2,
+                  report_images=2, att_pooling="box",  # 2x2 CAMs: the soft-IoU rule needs finer ones
                   device="cpu")
 
 
