@@ -461,3 +461,25 @@ def test_overwrite_recomputes(ds, props, cls, run_a, tmp_path):
     assert rec["proposals_used"] == 2 * len(ds) and len(records(out)) == len(ds)
     labels = json.loads((out / "attention_labels.json").read_text())["labels"]
     assert all(len(v) == 2 for v in labels.values())
+
+
+def test_eta_default_follows_the_rule():
+    assert TrainMilConfig().eta == 0.75 and TrainMilConfig(att_pooling="mask").eta == 0.75  # the paper (Table 5)
+    assert TrainMilConfig(att_pooling="soft-iou").eta == 0.3
+    assert TrainMilConfig(att_pooling="soft-iou", eta=0.5).eta == 0.5
+
+
+def test_soft_iou_labels_tell_object_from_surroundings():
+    """One square CAM: the object's mask is labelled its class, the whole image and a background corner are not
+    (eq. 3's box rule labels the whole image foreground: mean + max = 0.16 + 1 >= 0.75)."""
+    cams = np.zeros((2, 20, 20), np.float32)
+    cams[0, 2:10, 2:10] = 1.0
+    masks = np.zeros((3, 20, 20), bool)
+    masks[0, 2:10, 2:10] = True
+    masks[1] = True
+    masks[2, 15:20, 15:20] = True
+    boxes = np.array([[2, 2, 10, 10], [0, 0, 20, 20], [15, 15, 20, 20]], np.float32)
+    labels = np.array([True, True, False])
+    soft = image_attention_labels(cams, boxes, labels, 0.3, "soft-iou", masks)
+    box = image_attention_labels(cams, boxes, labels, 0.75, "box")
+    assert soft.tolist() == [1, 0, 0] and box.tolist() == [1, 1, 0]
