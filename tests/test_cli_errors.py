@@ -239,7 +239,9 @@ def test_solve_cut_existing_output_and_rerun(tmp_path, graph_dir):
 def test_build_graph_then_solve_cut(tmp_path):
     store, truth = make_feature_store(SyntheticSpec(images=40, dim=64))
     write_feature_store(tmp_path / "store", store)
-    res = invoke("build-graph", tmp_path / "store", "--out", tmp_path / "graph")
+    # the paper's graph (it falls apart into many components here, so the per-component records are tested)
+    res = invoke("build-graph", tmp_path / "store", "--out", tmp_path / "graph", "--neighbours", "all", "--no-centre",
+                 "--delta", "5")
     assert res.exit_code == 0, res.output
     res = invoke("solve-cut", "--graph", tmp_path / "graph", "--out", tmp_path / "cut", "--quiet")
     assert res.exit_code == 0, res.output
