@@ -6,7 +6,11 @@ runs pickled code)::
     {"format": "liid-checkpoint", "version": 1,
      "model": <state dict>, "optimizer": <state dict or None>,
      "meta": {"model": "MILNetwork", "backbone": "resnet50", "num_classes": K,
-              "class_names": [...], "epoch": e, "config": {...}, ...}}
+              "class_names": [...], "epoch": e, "config": {...},
+              "normalization": {"mean": [...], "std": [...]}, ...}}
+
+``normalization`` (the input normalisation of the network's backbone, added by ``save_checkpoint`` when the model
+has a ``norm``) is checked by every loader: ``load_checkpoint`` refuses one that is not the network's.
 
 ``meta`` is stored as JSON-compatible values (paths become strings) so it can be printed and diffed.
 """
