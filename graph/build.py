@@ -24,6 +24,7 @@ class GraphConfig:
     neighbours: str = "all"  # "all" (the paper) | "cross-image": a proposal's k neighbours from other images only
     centre: bool = False  # cosine of the features minus the dataset mean (the paper: of the raw features)
     labels: str = "image"  # "image": a node may take its image's labels + background; "all": eq. 10 as written
+    mutual: bool = False  # keep a pair only when each is among the other's k neighbours (the paper: either)
 
     def __post_init__(self) -> None:
         if self.neighbours not in NEIGHBOURS:
@@ -33,7 +34,7 @@ class GraphConfig:
 
     def to_json(self) -> dict:
         return {"knn": asdict(self.knn), "delta": self.delta, "same_label_pairs": self.same_label_pairs,
-                "neighbours": self.neighbours, "centre": self.centre, "labels": self.labels}
+                "neighbours": self.neighbours, "centre": self.centre, "labels": self.labels, "mutual": self.mutual}
 
 
 def size_histogram(component: np.ndarray) -> dict[str, int]:
@@ -99,6 +100,12 @@ def graph_from_neighbours(store: FeatureStore, idx: np.ndarray, sim: np.ndarray,
         share[keep] = share_foreground_label(store.image_labels, img[rows[keep]], img[cols[keep]])
         dropped_label = int((keep & ~share).sum())
         keep &= share
+    dropped_mutual = 0
+    if cfg.mutual:  # a directed pair survives only if its reverse is there too
+        fwd = rows * n + cols
+        back = np.isin(cols * n + rows, fwd[keep])
+        dropped_mutual = int((keep & ~back).sum())
+        keep &= back
     edges, esim = symmetrise(rows[keep], cols[keep], s[keep], n)
     weights = pair_weights(esim, cfg.delta)
     g = CutGraph(terminal=terminal, allowed=allowed, edges=edges, weights=weights,
@@ -110,6 +117,7 @@ def graph_from_neighbours(store: FeatureStore, idx: np.ndarray, sim: np.ndarray,
         "components_over_1000": int((sizes > 1000).sum()),
         "nodes_in_components_over_1000": int(sizes[sizes > 1000].sum()),
         "pairs_dropped_no_shared_label": dropped_label,
+        "pairs_dropped_not_mutual": dropped_mutual,
         # what the edges carry: how many join two proposals of one image, and how similar the linked pairs are
         "same_image_edges": _same_image_share(store, edges),
         "edge_cosine_median": float(np.median(esim)) if len(esim) else None,
