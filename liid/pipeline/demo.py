@@ -43,7 +43,7 @@ class DemoConfig:
     mil_size: int = 256
     att_pooling: str = "soft-iou"  # eq. 3's rule (train-mil --att-pooling; BENCHMARKS "ImageNet features")
     # the graph as build-graph builds it by default (BENCHMARKS "ImageNet features": measured best)
-    delta: float = 1.0
+    delta: float = 0.5
     neighbours: str = "cross-image"
     centre: bool = True
     maskrcnn_epochs: int = 5
