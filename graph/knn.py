@@ -64,17 +64,21 @@ def normalized(features: np.ndarray, chunk: int = 65536, centre: np.ndarray | No
     return x
 
 
-def _drop_self(idx: np.ndarray, sim: np.ndarray, k: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each query's own id from its result row and keep the first k others (-1 pads)."""
-    n = idx.shape[0]
-    own = (np.arange(start, start + n)[:, None] == idx) | (idx < 0)
-    order = np.argsort(own, axis=1, kind="stable")  # non-self first, original order kept
+def _first_good(idx: np.ndarray, sim: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first ``k`` entries not marked ``bad``, in their original order (-1 / -inf pad)."""
+    order = np.argsort(bad, axis=1, kind="stable")
     idx = np.take_along_axis(idx, order, axis=1)[:, :k].copy()
     sim = np.take_along_axis(sim, order, axis=1)[:, :k].copy()
-    bad = np.take_along_axis(own, order, axis=1)[:, :k]
-    idx[bad] = -1
-    sim[bad] = -np.inf
+    b = np.take_along_axis(bad, order, axis=1)[:, :k]
+    idx[b] = -1
+    sim[b] = -np.inf
     return idx, sim
+
+
+def _drop_self(idx: np.ndarray, sim: np.ndarray, k: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own id from its result row and keep the first k others (-1 pads)."""
+    own = (np.arange(start, start + idx.shape[0])[:, None] == idx) | (idx < 0)
+    return _first_good(idx, sim, own, k)
 
 
 def _rerank(x: np.ndarray, idx: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -163,14 +167,7 @@ def drop_same_group(idx: np.ndarray, sim: np.ndarray, groups: np.ndarray, k: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Keep, per row (in order), the first ``k`` neighbours from another group than the row's own (-1 pads)."""
     groups = np.asarray(groups)
-    bad = (idx < 0) | (groups[np.where(idx < 0, 0, idx)] == groups[:, None])
-    order = np.argsort(bad, axis=1, kind="stable")
-    idx = np.take_along_axis(idx, order, axis=1)[:, :k].copy()
-    sim = np.take_along_axis(sim, order, axis=1)[:, :k].copy()
-    b = np.take_along_axis(bad, order, axis=1)[:, :k]
-    idx[b] = -1
-    sim[b] = -np.inf
-    return idx, sim
+    return _first_good(idx, sim, (idx < 0) | (groups[np.where(idx < 0, 0, idx)] == groups[:, None]), k)
 
 
 def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None = None

@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_util
+from bench_liid import oracle_labels  # tools/ is the script's folder (sys.path[0])
 
 from graph.feature_store import read_feature_store
 from liid.datasets import open_dataset
-from proposals.store import read_image_proposals, read_proposal_index
 
 
 def liid() -> list[str]:
@@ -54,26 +53,6 @@ def run(args: list[str], log: Path) -> str:
 
 def last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
-
-
-def oracle_labels(dataset, store, proposals: Path) -> np.ndarray:
-    """Per feature-store row: the class of the GT instance its mask overlaps with IoU > 0.5, else 0."""
-    index = {e["id"]: e for e in read_proposal_index(proposals)}
-    img = np.asarray(store.proposal_image)
-    pidx = np.asarray(store.proposal_index)
-    out = np.zeros(store.num_proposals, dtype=np.int64)
-    for i, iid in enumerate(store.images):
-        rows = np.flatnonzero(img == i)
-        inst = dataset.instances(iid)
-        keep = ~inst.iscrowd
-        if not len(rows) or not keep.any():
-            continue
-        props = read_image_proposals(proposals, index[iid])
-        dt = [{"size": props.rles[j]["size"], "counts": props.rles[j]["counts"].encode()} for j in pidx[rows]]
-        gt = mask_util.encode(np.asfortranarray(inst.masks[keep].transpose(1, 2, 0).astype(np.uint8)))
-        iou = np.asarray(mask_util.iou(dt, gt, [0] * len(gt))).reshape(len(dt), len(gt))
-        out[rows] = np.where(iou.max(1) > 0.5, inst.classes[keep][iou.argmax(1)], 0)
-    return out
 
 
 def label_quality(pred: np.ndarray, oracle: np.ndarray) -> dict:

@@ -5,6 +5,21 @@ from __future__ import annotations
 from torch import nn
 
 
+def freeze_batchnorm(module: nn.Module) -> None:
+    """No gradient to the affine parameters of ``module``'s BatchNorm layers."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+
+
+def batchnorm_eval(module: nn.Module) -> None:
+    """``module``'s BatchNorm layers to eval mode (running statistics used, never updated)."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
 class Trunk(nn.Module):
     """Base of the trunks in the backbone table (``liid.models.backbone``).
 
@@ -23,16 +38,11 @@ class Trunk(nn.Module):
     def _set_frozen_bn(self, freeze_bn: bool) -> None:
         self.freeze_bn = freeze_bn
         if freeze_bn:
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.weight.requires_grad_(False)
-                    m.bias.requires_grad_(False)
+            freeze_batchnorm(self)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Trunk:
         super().train(mode)
         if self.freeze_bn:
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
+            batchnorm_eval(self)
         return self

@@ -61,6 +61,7 @@ from liid.models import build_backbone, load_checkpoint, pick_device, save_check
 from liid.models.backbone import EFFICIENTNETS, IMAGENET_NORM, Normalization, backbone_spec, checkpoint_norm
 from liid.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liid.models.checkpoint import read_weights_file
+from liid.models.trunk import batchnorm_eval, freeze_batchnorm
 from liid.training.data import EpochData
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
@@ -182,18 +183,13 @@ class DeepLab(DeepLabV3):
         self.norm: Normalization = backbone_spec(backbone).norm
         self.freeze_bn = freeze_bn
         if freeze_bn:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.weight.requires_grad_(False)
-                    m.bias.requires_grad_(False)
+            freeze_batchnorm(self.backbone)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> DeepLab:
         super().train(mode)
         if getattr(self, "freeze_bn", False):
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
+            batchnorm_eval(self.backbone)
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

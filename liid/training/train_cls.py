@@ -37,7 +37,16 @@ from liid.errors import LiidError
 from liid.losses import multilabel_loss
 from liid.models import MultiLabelClassifier, backbone_norm, build_backbone, pick_device
 from liid.training.data import ClassificationData
-from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch, set_lr, sgd_for, step_lr
+from liid.training.loop import (
+    finish_run,
+    prepare_out,
+    resume_from,
+    save_epoch,
+    set_lr,
+    sgd_for,
+    step_lr,
+    trunk_lr_mult,
+)
 from liid.training.oaa import MAPS, OaaMaps, attention_from_scores, hybrid_loss, normalised_targets
 
 FORMAT = "liid-train-cls"
@@ -83,11 +92,7 @@ class TrainClsConfig:
 
     @property
     def trunk_lr_mult(self) -> float:
-        """The trunk's lr multiplier: as given, else 0.1 on a pretrained trunk (measured: at 1, lr 0.01 wrecks the
-        EfficientNet-Lite ImageNet features within an epoch; BENCHMARKS.md) and 1 from scratch."""
-        if self.backbone_lr_mult is not None:
-            return float(self.backbone_lr_mult)
-        return 1.0 if self.from_scratch else 0.1
+        return trunk_lr_mult(self.backbone_lr_mult, self.from_scratch)
 
     def resumable(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}

@@ -35,7 +35,7 @@ from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
 from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device, save_checkpoint
 from liid.training.attention import POOLINGS, SOFT_IOU_ETA, attention_labels
 from liid.training.log import plot_losses, write_log
-from liid.training.loop import prepare_out, resume_from, set_lr, sgd_for, step_lr
+from liid.training.loop import prepare_out, resume_from, set_lr, sgd_for, step_lr, trunk_lr_mult
 from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
 from liid.training.train_cls import average_precision
 
@@ -100,11 +100,7 @@ class TrainMilConfig:
 
     @property
     def trunk_lr_mult(self) -> float:
-        """The trunk's lr multiplier: as given, else 0.1 on a pretrained trunk (measured: at 1, lr 0.01 wrecks the
-        EfficientNet-Lite ImageNet features within an epoch; BENCHMARKS.md) and 1 from scratch."""
-        if self.backbone_lr_mult is not None:
-            return float(self.backbone_lr_mult)
-        return 1.0 if self.from_scratch else 0.1
+        return trunk_lr_mult(self.backbone_lr_mult, self.from_scratch)
 
     def resumable(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("device", "workers")}
