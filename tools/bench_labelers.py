@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=d.images, help="synthetic images to make (80%% train)")
     ap.add_argument("--top", type=int, default=d.top, help="proposals kept per image")
     ap.add_argument("--workers", type=int, default=d.workers)
+    ap.add_argument("--backbone", default=d.backbone, help="the trunk of every CNN (classifier, MIL, DSRG)")
+    ap.add_argument("--from-scratch", action="store_true", help="random init instead of the ImageNet weights")
     ap.add_argument("--cls-epochs", type=int, default=d.cls_epochs)
-    ap.add_argument("--size", type=int, default=d.size, help="input size of the classifiers, DSRG crop, ViT")
+    ap.add_argument("--cls-size", type=int, default=d.cls_size, help="input size of the classifiers (CAM, OAA+)")
+    ap.add_argument("--size", type=int, default=d.size, help="DSRG crop and ViT input size")
     ap.add_argument("--mil-epochs", type=int, default=d.mil_epochs)
     ap.add_argument("--integral-epochs", type=int, default=d.integral_epochs, help="OAA+ integral model epochs")
     ap.add_argument("--dsrg-epochs", type=int, default=d.dsrg_epochs)
@@ -39,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=d.device)
     a = ap.parse_args(argv)
     config = CompareConfig(dataset=a.dataset, images=a.images, split=a.split, top=a.top, workers=a.workers,
-                           cls_epochs=a.cls_epochs, size=a.size, mil_epochs=a.mil_epochs,
+                           backbone=a.backbone, from_scratch=a.from_scratch, cls_epochs=a.cls_epochs,
+                           cls_size=a.cls_size, size=a.size, mil_epochs=a.mil_epochs,
                            integral_epochs=a.integral_epochs, dsrg_epochs=a.dsrg_epochs,
                            dsrg_retrain_epochs=a.dsrg_retrain_epochs, vit_epochs=a.vit_epochs, device=a.device)
     try:
