@@ -1,26 +1,60 @@
 """The ``liid`` command line: one click group, one module per subcommand in ``liid/commands``.
 
 Every subcommand reads and validates its inputs, calls library code, and writes its output atomically.
-A ``LiidError`` becomes one line ``error: ...`` on stderr and exit status 2.
+A ``LiidError``, an ``OSError`` (disk full, read-only folder, ...) or running out of memory becomes one line
+``error: ...`` on stderr and exit status 2. Every float option refuses NaN and ±inf (click's usage error).
 """
 
 from __future__ import annotations
 
+import errno
 import sys
+from typing import Any, NoReturn
 
 import click
 
 from liid import __version__
+from liid.commands.guard import guard_all
+from liid.commands.options import require_finite_floats
 from liid.errors import LiidError
 
 
+def os_error_line(e: OSError) -> str:
+    """``<file>: <reason>`` of an OSError (both files of a rename or copy), else its message."""
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.filename is None:
+        return reason
+    files = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+    return f"{files}: {reason}"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A ``MemoryError`` or torch's (CUDA, MPS) out-of-memory error; torch is not imported for the check."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return isinstance(e, MemoryError) or (isinstance(oom, type) and isinstance(e, oom))
+
+
 class _Group(click.Group):
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LiidError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            _fail(str(e))
+        except OSError as e:
+            if e.errno == errno.EPIPE:  # stdout closed by the reader (`liid ... | head`): click's own handling
+                raise
+            _fail(os_error_line(e))
+        except (MemoryError, RuntimeError) as e:  # torch's OutOfMemoryError is a RuntimeError
+            if not _out_of_memory(e):
+                raise
+            _fail(" ".join(f"out of memory: {e}".split()) if str(e) else "out of memory")  # one line
+
+
+def _fail(message: str) -> NoReturn:
+    """The one line ``error: MESSAGE`` on stderr and exit status 2."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,6 +119,8 @@ def _register() -> None:
     from liid.commands import train_dsrg, train_vit
     main.add_command(train_dsrg.command)
     main.add_command(train_vit.command)
+    require_finite_floats(main)  # after every command is registered: no float option can forget it
+    guard_all(main)  # likewise: no command's output may be, hold or lie inside one of its inputs
 
 
 _register()

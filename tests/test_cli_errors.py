@@ -142,9 +142,14 @@ def test_build_graph_existing_output(tmp_path):
     assert_one_line_error(res, str(out), "--overwrite")
     assert (out / "mine.txt").read_text() == "keep"
     assert not list(tmp_path.glob("graph.tmp-*"))
-    res = invoke("build-graph", store, "--out", out, "--overwrite")
+    res = invoke("build-graph", store, "--out", out, "--overwrite")  # a folder the user made: never replaced
+    assert_one_line_error(res, str(out), "not a folder this toolkit wrote")
+    assert (out / "mine.txt").read_text() == "keep"
+    (out / "mine.txt").unlink()
+    assert invoke("build-graph", store, "--out", out).exit_code == 0  # an empty folder is no output yet
+    res = invoke("build-graph", store, "--out", out, "--overwrite", "--k", "2")  # one this toolkit wrote: replaced
     assert res.exit_code == 0, res.output
-    assert (out / "graph.json").exists() and not (out / "mine.txt").exists()
+    assert (out / "graph.json").exists()
     assert not list(tmp_path.glob("graph.tmp-*")) and not list(tmp_path.glob("graph.old-*"))
 
 
@@ -220,9 +225,15 @@ def test_solve_cut_missing_graph(tmp_path):
 def test_solve_cut_existing_output_and_rerun(tmp_path, graph_dir):
     out = tmp_path / "cut"
     out.mkdir()
+    (out / "notes.txt").write_text("mine")
     res = invoke("solve-cut", "--graph", graph_dir, "--out", out, "--quiet")
     assert_one_line_error(res, str(out), "--overwrite")
-    assert list(out.iterdir()) == [] and not list(tmp_path.glob("cut.tmp-*"))
+    res = invoke("solve-cut", "--graph", graph_dir, "--out", out, "--quiet", "--overwrite")
+    assert_one_line_error(res, str(out), "not a folder this toolkit wrote")
+    assert [f.name for f in out.iterdir()] == ["notes.txt"] and not list(tmp_path.glob("cut.tmp-*"))
+    (out / "notes.txt").unlink()
+    res = invoke("solve-cut", "--graph", graph_dir, "--out", out, "--quiet")  # an empty folder: no output yet
+    assert res.exit_code == 0, res.output
     res = invoke("solve-cut", "--graph", graph_dir, "--out", out, "--quiet", "--overwrite")
     assert res.exit_code == 0, res.output
     stamp = (out / "summary.json").stat().st_mtime_ns

@@ -338,9 +338,15 @@ def test_error_cases(inputs):
     assert res.exit_code not in (0, None)
     assert str(out) in _error_line(res) and "--overwrite" in _error_line(res)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
-    res = _run(cut, "--proposals", inputs["proposals"], "--out", out, "--overwrite")
+    res = _run(cut, "--proposals", inputs["proposals"], "--out", out, "--overwrite")  # the user's folder
+    assert res.exit_code not in (0, None) and "not a folder this toolkit wrote" in _error_line(res)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    res = _run(cut, "--proposals", inputs["proposals"], "--out", out)
     assert res.exit_code == 0, res.output
-    assert (out / "instances.json").exists() and not (out / "keep.txt").exists()
+    res = _run(cut, "--proposals", inputs["proposals"], "--out", out, "--overwrite")  # this toolkit's: replaced
+    assert res.exit_code == 0, res.output
+    assert (out / "instances.json").exists()
     assert _leftovers(tmp) == ["out"]
 
 

@@ -142,6 +142,7 @@ def test_checkpoint_reloads_identically(trained):
 
 
 def test_evaluation_numbers(syn, trained):
+    """The per-epoch evaluations train.json records, and the predictions files they name."""
     rec = json.loads((trained / "train.json").read_text())
     evs = rec["evaluations"]
     assert [e["epoch"] for e in evs] == [1, 2] and rec["final"]["evaluation"] == evs[-1]
@@ -149,18 +150,45 @@ def test_evaluation_numbers(syn, trained):
         assert e["images"] == 1 and e["file"] == f"predictions_epoch{e['epoch']}.json"
         for k in ("ap", "ap50", "ap75", "abo", "abo_class_agnostic"):
             assert 0.0 <= e[k] <= 1.0, k
-    results = json.loads((trained / evs[-1]["file"]).read_text())
-    assert isinstance(results, list) and len(results) == evs[-1]["predictions"]
-    if not results:
-        assert evs[-1]["ap"] == evs[-1]["abo"] == 0.0
-        return
-    r = results[0]  # a COCO results list that `liid evaluate` scores exactly as training did
-    assert set(r) == {"image_id", "category_id", "segmentation", "score"} and r["segmentation"]["size"] == [64, 64]
-    res = invoke("evaluate", syn[0], trained / evs[-1]["file"], "--split", "one")
+        results = json.loads((trained / e["file"]).read_text())
+        assert isinstance(results, list) and len(results) == e["predictions"]
+        assert e["predictions"] > 0 or e["ap"] == e["abo"] == 0.0  # nothing predicted scores zero
+
+
+def _evaluate_at(syn, trained, out: Path, score_thresh: float) -> dict:
+    """``evaluate_epoch`` of the trained model on the image set ``one`` with the box score threshold
+    ``score_thresh`` (torchvision keeps a detection when its class score is above it)."""
+    root, _ = syn
+    model, _ = mr.load_trained(trained, torch.device("cpu"))
+    model.roi_heads.score_thresh = score_thresh
+    ds = open_dataset(root)
+    images = mr.evaluation_images(open_dataset(root, split="one"), ds)
+    out.mkdir()
+    return mr.evaluate_epoch(model, ds, images, out, 9, torch.device("cpu"), 2, progress=False)
+
+
+def test_evaluation_scores_as_liid_evaluate(syn, trained, tmp_path):
+    """With every detection kept (score threshold 0: a softmax score is positive), a 2-step model predicts
+    something; its COCO results list is what `liid evaluate` scores exactly as training did."""
+    ev = _evaluate_at(syn, trained, tmp_path / "e", 0.0)
+    results = json.loads((tmp_path / "e" / ev["file"]).read_text())
+    assert ev["predictions"] == len(results) > 0 and ev["images"] == 1
+    for r in results:
+        assert set(r) == {"image_id", "category_id", "segmentation", "score"} and r["segmentation"]["size"] == [64, 64]
+        assert 1 <= r["category_id"] <= 6 and 0.0 < r["score"] <= 1.0
+    res = invoke("evaluate", syn[0], tmp_path / "e" / ev["file"], "--split", "one")
     assert res.exit_code == 0, res.output
     last = json.loads(res.output.strip().splitlines()[-1])
     for k in ("ap", "ap50", "ap75", "abo"):
-        assert last[k] == pytest.approx(evs[-1][k]), k
+        assert last[k] == pytest.approx(ev[k]), k
+
+
+def test_evaluation_without_predictions(syn, trained, tmp_path):
+    """No detection passes a score threshold of 1: the predictions file is an empty list, every number zero."""
+    ev = _evaluate_at(syn, trained, tmp_path / "e", 1.0)
+    assert json.loads((tmp_path / "e" / ev["file"]).read_text()) == []
+    assert ev["predictions"] == 0 and ev["images"] == 1
+    assert ev["ap"] == ev["ap50"] == ev["ap75"] == ev["abo"] == ev["abo_class_agnostic"] == 0.0
 
 
 def test_predict_command(syn, trained, tmp_path):

@@ -11,7 +11,7 @@ from graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
 from graph.feature_store import read_feature_store
 from graph.graph_file import save_graph
 from graph.knn import METHODS, KnnConfig
-from liid.atomic import check_output
+from liid.atomic import check_parent
 from liid.commands.stage import up_to_date
 from liid.fingerprint import fingerprint
 
@@ -93,7 +93,7 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
                                     pca_dim=pca_dim, candidates=candidates, seed=seed),
                       delta=delta, same_label_pairs=same_label_pairs, neighbours=neighbours, centre=centre,
                       labels=label_rule, mutual=mutual)
-    check_output(out, overwrite=True)  # parent folder must exist
+    check_parent(out)
     source = {"feature_store": str(Path(store).resolve()), "fingerprint": fingerprint(store)
               if Path(store).is_dir() else None}
     expected = {"config": cfg.to_json(), "source": source}

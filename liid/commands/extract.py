@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from graph.feature_store import write_feature_store
-from liid.atomic import check_output
+from liid.atomic import check_parent
 from liid.commands.options import device_option, images_option
 from liid.commands.stage import up_to_date
 from liid.datasets import open_dataset
@@ -45,7 +45,7 @@ def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | No
 
     Skipped when OUT already holds a store made from the same inputs and settings.
     """
-    check_output(out, overwrite=True)
+    check_parent(out)
     ds = open_dataset(dataset, split=split, images=images_dir)
     dev = pick_device(device)
     model, meta = load_mil(mil, ds, dev)

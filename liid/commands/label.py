@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from detection.export import ImageLabels, export_labeled, export_pseudo_labels, proposal_entries
 from graph.feature_store import read_feature_store
@@ -133,22 +134,21 @@ def _export_cam(cams: Path, dataset: str, split: str | None, images_dir: Path | 
         description=f"CAM + {kind} pseudo instances (liid label)", inputs=inputs)
 
 
-# The options each method takes (parameter names); anything else given is refused with one line.
+# The options each method reads (parameter names); any other given explicitly is refused with one line, also
+# one whose value equals its default (``--nms-iou 0.4`` for a method without instances, ``--no-crf`` for oaa).
 _DATA = {"dataset", "split", "images_dir"}
 OPTIONS = {
-    "mil-argmax": {"features", "proposals", "any_label"},
-    "oracle": _DATA | {"proposals"},
-    "cam": _DATA | {"proposals", "cams", "cam_threshold", "kind", "device"},
+    "mil-argmax": {"features", "proposals", "any_label", "nms_iou"},
+    "oracle": _DATA | {"proposals", "nms_iou"},
+    "cam": _DATA | {"proposals", "cams", "cam_threshold", "kind", "nms_iou", "device"},
     "oaa": _DATA | {"cams", "cam_threshold"},
     "oaa+": _DATA | {"cams", "cam_threshold", "device"},
     "am-saliency": _DATA | {"cams", "saliency", "cam_threshold", "crf", "rounds", "device"},
     "dsrg": _DATA | {"model", "crf", "device"},
     "vit-sm": _DATA | {"model", "cam_threshold", "device"},
 }
-_FLAGS = {"features": "--features", "proposals": "--proposals", "any_label": "--any-label", "dataset": "--dataset",
-          "split": "--split", "images_dir": "--images", "cams": "--cams", "cam_threshold": "--cam-threshold",
-          "kind": "--instances", "device": "--device", "saliency": "--saliency", "crf": "--crf/--no-crf",
-          "rounds": "--rounds", "model": "--model"}
+_EVERY_METHOD = {"method", "out", "overwrite"}
+_INSTANCE_OPTIONS = ("kind", "nms_iou")  # what only the methods that define instances read
 _REQUIRED = {
     "mil-argmax": {"features": "--features STORE (from `liid extract`)", "proposals": "--proposals STORE"},
     "oracle": {"dataset": "--dataset DATASET (the ground truth that labels the proposals)",
@@ -162,18 +162,45 @@ _REQUIRED = {
 }
 
 
-def check_method_options(method: str, given: dict) -> None:
-    """One line for an option the method does not take, or a required one missing (before any work)."""
-    extra = [k for k, v in given.items() if v not in (None, False) and k not in OPTIONS[method]]
-    if "kind" in extra:
+def _flag(param: click.Parameter, value: object = None) -> str:
+    """The option as given: ``--crf`` or ``--no-crf`` by the value of an on/off pair (both without one), else its
+    longest name."""
+    name = max(param.opts, key=len)
+    if isinstance(param, click.Option) and param.secondary_opts:
+        off = max(param.secondary_opts, key=len)
+        return off if value is False else name if value is True else f"{name}/{off}"
+    return name
+
+
+def given_options(ctx: click.Context) -> dict[str, object]:
+    """The parameters given explicitly (command line, environment, default map), by name, with their values;
+    not those left at their defaults, whatever the value."""
+    return {p.name: ctx.params[p.name] for p in ctx.command.params
+            if p.name in ctx.params and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT}
+
+
+def check_method_options(method: str, ctx: click.Context) -> None:
+    """One line for an option given that the method does not read, or a required one missing (before any work)."""
+    params = {p.name: p for p in ctx.command.params}
+    given = given_options(ctx)
+    extra = [k for k in given if k not in OPTIONS[method] and k not in _EVERY_METHOD]
+    instance_only = [k for k in extra if k in _INSTANCE_OPTIONS]
+    if instance_only:
+        k = instance_only[0]
+        readers = ", ".join(m for m in OPTIONS if k in OPTIONS[m])
         raise LiidError(f"--method {method} defines no instance output (it writes semantic maps only); "
-                        f"--instances is for --method cam")
+                        f"{_flag(params[k], given[k])} is for --method {readers}")
     if extra:
-        takes = ", ".join(_FLAGS[k] for k in _FLAGS if k in OPTIONS[method])
-        raise LiidError(f"{', '.join(_FLAGS[k] for k in extra)}: not an option of --method {method} "
-                        f"(it takes {takes})")
+        takes = ", ".join(_flag(p) for p in ctx.command.params if p.name in OPTIONS[method])
+        raise LiidError(f"{', '.join(_flag(params[k], given[k]) for k in extra)}: not an option of --method "
+                        f"{method} (it takes {takes})")
+    from liid.labelers.saliency import BUILTIN
+
+    if method == "am-saliency" and "rounds" in given and given.get("saliency", BUILTIN) != BUILTIN:
+        raise LiidError("--rounds: successive erasing runs the built-in detector (--saliency opencv) only; a "
+                        "folder of saliency maps is read as it is")
     for k, what in _REQUIRED[method].items():
-        if given.get(k) is None:
+        if ctx.params.get(k) is None:
             raise LiidError(f"--method {method} needs {what}")
 
 
@@ -271,7 +298,8 @@ def _export_semantic_method(method: str, dataset: str, split: str | None, images
 @click.option("--any-label", is_flag=True,
               help="mil-argmax: argmax over all classes, not only the image's labels and background.")
 @click.option("--nms-iou", type=click.FloatRange(0.0, 1.0), default=0.4, show_default=True,
-              help="Per-class NMS IoU threshold on the instances' boxes (as in `liid export`).")
+              help="mil-argmax, oracle, cam: per-class NMS IoU threshold on the instances' boxes (as in "
+                   "`liid export`).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(method: str, features: Path | None, dataset: str | None, split: str | None, images_dir: Path | None,
             proposals: Path | None, cams: Path | None, model: Path | None, cam_threshold: float | None,
@@ -281,7 +309,8 @@ def command(method: str, features: Path | None, dataset: str | None, split: str 
     instances JSON (methods that define instances) and semantic PNGs to OUT.
 
     \b
-    Skipped when OUT already holds the labels of the same method, inputs and settings.
+    Skipped when OUT already holds the labels of the same method, inputs and settings. An option the method
+    does not read is refused, even at its default value (e.g. --nms-iou for a method without instances).
 
     \b
     oracle: a proposal whose box has IoU > 0.5 with a non-crowd ground-truth instance box takes the
@@ -297,10 +326,7 @@ def command(method: str, features: Path | None, dataset: str | None, split: str 
     oaa, oaa+, am-saliency, dsrg, vit-sm: semantic PNGs only (OUT/semantic), no instances.json; for
     `liid evaluate` (mIoU) and `liid train-deeplab --masks OUT/semantic`.
     """
-    given = {"features": features, "proposals": proposals, "any_label": any_label, "dataset": dataset,
-             "split": split, "images_dir": images_dir, "cams": cams, "cam_threshold": cam_threshold, "kind": kind,
-             "device": device, "saliency": saliency, "crf": crf, "rounds": rounds, "model": model}
-    check_method_options(method, given)
+    check_method_options(method, click.get_current_context())
     threshold = THRESHOLD if cam_threshold is None else cam_threshold
     if method == "mil-argmax":
         inputs = {"method": method, "features": str(features), "proposals": str(proposals),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from liid.atomic import check_output
+from liid.atomic import check_parent
 from liid.commands.stage import up_to_date
 from liid.datasets.synthetic import CLASSES, SyntheticConfig, settings, write_synthetic
 
@@ -47,7 +47,7 @@ def command(out: Path, images: int, seed: int, size: int, num_classes: int, val_
     DIR/preview.png                      the first 16 images with instance outlines
     """
     config = SyntheticConfig(size=size, classes=num_classes)
-    check_output(out, overwrite=True)  # the parent folder must exist
+    check_parent(out)
     if up_to_date(out, "synthetic.json", "inputs", settings(images, seed, config, val_fraction), overwrite):
         return
     t0 = time.perf_counter()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,3 +53,52 @@ def training_options(f: Callable) -> Callable:
     )):
         f = option(f)
     return f
+
+
+class _Finite:
+    """Mixin of the float types: NaN and ±inf are refused with click's usage error, before any bound or clamp."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)  # type: ignore[attr-defined]
+        return super().convert(number, param, ctx)  # type: ignore[misc]
+
+
+class FiniteFloat(_Finite, click.types.FloatParamType):
+    """``click.FLOAT`` that refuses NaN and ±inf."""
+
+
+class FiniteFloatRange(_Finite, click.FloatRange):
+    """``click.FloatRange`` (same bounds, clamp and help) that refuses NaN and ±inf."""
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
+def finite_type(t: click.ParamType) -> click.ParamType:
+    """``t`` with every plain float type (also inside a ``click.Tuple``) made finite; other types as they are."""
+    if type(t) is click.types.FloatParamType:
+        return FINITE_FLOAT
+    if type(t) is click.FloatRange:
+        return FiniteFloatRange(t.min, t.max, min_open=t.min_open, max_open=t.max_open, clamp=t.clamp)
+    if isinstance(t, click.Tuple):
+        return click.Tuple([finite_type(x) for x in t.types])
+    return t
+
+
+def require_finite_floats(command: click.Command) -> None:
+    """Make every float option and argument of ``command`` (and of its subcommands, recursively) finite: the
+    one place where ``--delta nan`` or ``--time-limit inf`` is refused for every command."""
+    for param in command.params:
+        param.type = finite_type(param.type)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            require_finite_floats(sub)
+
+
+def is_finite_type(t: click.ParamType) -> bool:
+    """Whether ``t`` refuses NaN and ±inf wherever it takes a float (the structural check of the tests)."""
+    if isinstance(t, click.Tuple):
+        return all(is_finite_type(x) for x in t.types)
+    return not isinstance(t, click.types.FloatParamType) or isinstance(t, _Finite)

@@ -11,9 +11,12 @@ import numpy as np
 from graph.graph_file import load_graph
 from graph.parallel import BACKENDS
 from graph.solve import SolveConfig, solve_graph
-from liid.atomic import atomic_dir, check_output, write_json
+from liid.atomic import atomic_dir, check_parent, write_json
 from liid.commands.stage import up_to_date
+from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+
+CUT_FORMAT = "liid.cut"  # summary.json's tag (the folder's record, as graph.json is a graph's)
 
 
 def format_summary(s: dict) -> str:
@@ -28,7 +31,21 @@ def format_summary(s: dict) -> str:
     ]
     if s["uncertified_components"]:
         lines.append(f"uncertified components (time limit): {s['uncertified_components'][:20]}")
+    lines.append(certification_line(s))
     return "\n".join(lines)
+
+
+def _uncertified(s: dict) -> str:
+    n, bad = s["components"], len(s["uncertified_components"])
+    return f"{bad:,} of {n:,} components hit the time limit uncertified (gap {s['gap']:.3g})"
+
+
+def certification_line(s: dict) -> str:
+    """The last word of a cut: whether every component carries its proof of optimality."""
+    if not s["uncertified_components"]:
+        return f"certified: all {s['components']:,} components optimal"
+    return (f"NOT CERTIFIED: {_uncertified(s)}; their labels are the best found; raise --time-limit, or pass "
+            "--require-certified to make this an error")
 
 
 @click.command("solve-cut")
@@ -48,35 +65,50 @@ def format_summary(s: dict) -> str:
 @click.option("--no-maxflow", is_flag=True, help="Send binary components through the LP too.")
 @click.option("--chunk-nodes", default=20000, show_default=True, type=click.IntRange(1),
               help="Small components are packed into one solver call up to this many nodes.")
+@click.option("--require-certified", is_flag=True,
+              help="Fail (exit 2, nothing written) unless every component is certified optimal; for scripts "
+                   "that need the proof.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(graph_dir: Path, out: Path, solver: str, workers: int, backend: str | None, ray_address: str | None,
-            time_limit: float, no_maxflow: bool, chunk_nodes: int, quiet: bool, overwrite: bool) -> None:
+            time_limit: float, no_maxflow: bool, chunk_nodes: int, require_certified: bool, quiet: bool,
+            overwrite: bool) -> None:
     """Label every node with the exact multiway cut, component by component.
 
     Writes CUT/labels.npy (one label per node, 0 = background/noise), CUT/components.jsonl (per
-    component: LP bound, objective, gap, time, method, certified) and CUT/summary.json.
+    component: LP bound, objective, gap, time, method, certified) and CUT/summary.json. The last line says
+    whether every component is certified optimal (summary.json: "all_certified"); a component that hits
+    --time-limit keeps its best labels, uncertified, unless --require-certified.
     """
     backend = backend or ("process" if workers > 1 else "serial")
     cfg = SolveConfig(solver=solver, time_limit=time_limit, maxflow=not no_maxflow, chunk_nodes=chunk_nodes)
-    check_output(out, overwrite=True)
+    check_parent(out)
     expected = {"graph": str(Path(graph_dir).resolve()),
                 "fingerprint": fingerprint(graph_dir) if Path(graph_dir).is_dir() else None,
                 "config": {"solver": solver, "time_limit": time_limit, "maxflow": not no_maxflow,
                            "chunk_nodes": chunk_nodes}}
     if up_to_date(out, "summary.json", "inputs", expected, overwrite):
+        recorded = json.loads((out / "summary.json").read_text())
+        click.echo(certification_line(recorded))
+        if require_certified and recorded.get("uncertified_components"):
+            raise LiidError(f"{out}: {_uncertified(recorded)}; --require-certified needs every one proven "
+                            "(raise --time-limit and --overwrite)")
         return
     g = load_graph(graph_dir)
     click.echo(f"{graph_dir}: {g.num_nodes:,} nodes, {len(g.edges):,} edges, {g.num_components:,} components, "
                f"{len(g.classes)} labels")
     labels, records, summary = solve_graph(g, cfg, backend=backend, workers=workers, ray_address=ray_address,
                                            progress=not quiet)
-    summary.update(graph=expected["graph"], inputs=expected, classes=g.classes)
+    summary.update(format=CUT_FORMAT, graph=expected["graph"], inputs=expected, classes=g.classes,
+                   all_certified=not summary["uncertified_components"])
+    if require_certified and not summary["all_certified"]:
+        raise LiidError(f"{out}: not written: {_uncertified(summary)}; --require-certified needs every one "
+                        "proven (raise --time-limit)")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         np.save(tmp / "labels.npy", labels.astype(np.int32))
         with open(tmp / "components.jsonl", "w") as f:
             for r in records:
                 f.write(json.dumps(r.to_json()) + "\n")
         write_json(tmp / "summary.json", summary)
-    click.echo(format_summary(summary))
     click.echo(f"wrote {out}")
+    click.echo(format_summary(summary))  # its last line: certified or not

@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from liid.atomic import read_json
-from liid.datasets.base import IGNORE, Dataset, ImageInfo, Instances
+from liid.datasets.base import IGNORE, Dataset, ImageInfo, Instances, contained, listing
 from liid.errors import LiidError
 
 
@@ -109,8 +109,9 @@ class CocoDataset(Dataset):
                         f"pass --images")
 
     def _read_images(self, entries: list) -> list[ImageInfo]:
-        """ImageInfo per JSON image (id = file stem, unique); every image file must exist."""
-        names = set(os.listdir(self.images_dir))
+        """ImageInfo per JSON image (id = file stem, unique); every image file must exist inside the images
+        folder (``contained``: no absolute ``file_name``, no ``..`` or symlink leading out)."""
+        names = listing(self.images_dir)
         out, stems, coco_ids = [], {}, set()
         for e in entries:
             cid = _field(e, "id", int, self.source, "an image")
@@ -119,12 +120,12 @@ class CocoDataset(Dataset):
             h, w = _field(e, "height", int, self.source, what), _field(e, "width", int, self.source, what)
             if cid in coco_ids:
                 raise LiidError(f"{self.source}: image id {cid} is listed twice")
+            file = contained(names, name, f"{self.source}: image {cid} file_name")
             stem = Path(name).stem
             if stem in stems:
                 raise LiidError(f"{self.source}: images {stems[stem]!r} and {name!r} have the same id {stem!r}")
             coco_ids.add(cid)
             stems[stem] = name
-            file = self.images_dir / name
             if name not in names and not file.is_file():
                 raise LiidError(f"{file}: image file not found ({self.source.name}, image {cid})")
             out.append(ImageInfo(stem, file, h, w, coco_id=cid))

@@ -6,24 +6,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from liid.datasets.base import Dataset, ImageInfo
+from liid.datasets.base import Dataset, ImageInfo, contained, image_size, listing
 from liid.errors import LiidError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def image_size(file: Path) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding pixels; a LiidError naming the file."""
-    try:
-        with Image.open(file) as im:
-            width, height = im.size
-    except FileNotFoundError:
-        raise LiidError(f"{file}: image file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise LiidError(f"{file}: unreadable image ({e})") from None
-    return int(height), int(width)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -51,6 +38,9 @@ class ImageFolderDataset(Dataset):
             if f.stem in seen:
                 raise LiidError(f"{self.source}: two images with id {f.stem!r} ({seen[f.stem].name}, {f.name})")
             seen[f.stem] = f
+        lst = listing(self.source)
+        for f in files:  # an entry that is a symlink must lead to a file inside the folder
+            contained(lst, f.name, f"{self.source}: image {f.stem!r}")
         self.classes = ["background"]
         self.images = [ImageInfo(f.stem, f, *image_size(f), coco_id=i + 1) for i, f in enumerate(files)]
 

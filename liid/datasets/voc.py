@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from liid.datasets.base import IGNORE, Dataset, ImageInfo, Instances
-from liid.datasets.folder import IMAGE_EXTS, image_size
+from liid.datasets.base import IGNORE, Dataset, ImageInfo, Instances, contained, decoded, image_size, listing
+from liid.datasets.folder import IMAGE_EXTS
 from liid.errors import LiidError
 
 VOC_CLASSES = [
@@ -55,7 +54,10 @@ def read_classes(file: Path) -> list[str]:
 def read_id_list(file: Path) -> list[str]:
     """Image ids of a list file, one per line: ``2007_000032`` or ``/JPEGImages/2007_000032.jpg <gt>.png``.
 
-    The id is the first token, or that token's stem when it is a path or an image file name.
+    The id is the first token, or that token's stem when it is a path or an image file name. A token with a
+    ``..`` component is a LiidError naming the list: it points outside the folder the id is looked up in
+    (``JPEGImages``, or the root for SBD's ``/JPEGImages/...`` paths), and its stem alone would silently
+    name another image.
     """
     try:
         lines = file.read_text().splitlines()
@@ -68,6 +70,8 @@ def read_id_list(file: Path) -> list[str]:
         if not line.strip():
             continue
         token = line.split()[0]
+        if ".." in token.split("/"):
+            raise LiidError(f"{file}: image {token!r} leads outside the dataset's folders")
         if "/" in token or os.path.splitext(token)[1].lower() in IMAGE_EXTS:
             token = Path(token).stem
         if token in seen:
@@ -77,14 +81,6 @@ def read_id_list(file: Path) -> list[str]:
     if not ids:
         raise LiidError(f"{file}: the image list is empty")
     return ids
-
-
-def _names_in(folder: Path) -> set[str]:
-    """File names in a folder (one directory read instead of one stat per image); empty when absent."""
-    if not folder.is_dir():
-        return set()
-    with os.scandir(folder) as it:
-        return {e.name for e in it}
 
 
 def _int(node: ET.Element | None, tag: str) -> int:
@@ -118,19 +114,14 @@ def read_index_png(file: Path, height: int, width: int, num_classes: int | None 
     """A palette ("P") or grayscale ("L") PNG as its uint8 indices [H, W]; checked against the image size and,
     given ``num_classes`` K, for values outside 0..K other than 255 (ignore).
 
-    The one reader of label PNGs: VOC ground truth, pseudo-masks, semantic predictions. ``what`` and ``image``
-    name the file's role and its image in the error messages.
+    The one reader of label PNGs: VOC ground truth, pseudo-masks, semantic predictions. The indices are
+    returned as stored (a palette's colours are ignored); any other mode, or an EXIF orientation, is a
+    LiidError naming the file. ``what`` and ``image`` name the file's role and its image in the error messages.
     """
-    try:
-        with Image.open(file) as im:
-            im.load()
-            if im.mode not in ("P", "L"):
-                raise LiidError(f"{file}: expected a palette or grayscale PNG, got mode {im.mode}")
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise LiidError(f"{file}: file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise LiidError(f"{file}: unreadable PNG ({e})") from None
+    im = decoded(file, what, orient=False)
+    if im.mode not in ("P", "L"):  # never converted: RGB colours, 16-bit or alpha values are not indices
+        raise LiidError(f"{file}: {what} must be a palette or 8-bit grayscale PNG of indices, got mode {im.mode}")
+    arr = np.asarray(im)
     if arr.shape != (height, width):
         raise LiidError(f"{file}: {what} is {arr.shape[0]}x{arr.shape[1]} (HxW), {image} is {height}x{width}")
     if num_classes is not None:
@@ -171,7 +162,7 @@ class VocDataset(Dataset):
             if default.is_file():
                 return default, read_id_list(default)
             ann = self.source / "Annotations"
-            ids = sorted(n[:-4] for n in _names_in(ann) if n.endswith(".xml"))
+            ids = sorted(n[:-4] for n in listing(ann).links if n.endswith(".xml"))
             if not ids:
                 raise LiidError(f"{ann}: no annotation XMLs (and no {default})")
             return None, ids
@@ -185,18 +176,25 @@ class VocDataset(Dataset):
                         f"(nor in ImageSets/Main)")
 
     def _read_images(self, ids: list[str]) -> list[ImageInfo]:
-        """ImageInfo per id, checking that its XML and image file exist and parsing the XML."""
-        ann_dir, img_dir = self.source / "Annotations", self.source / "JPEGImages"
-        xmls, imgs = _names_in(ann_dir), _names_in(img_dir)
+        """ImageInfo per id, checking that its XML and image file exist, that they and its ground-truth PNGs
+        lie inside their folders (``contained``), and parsing the XML."""
+        ann_dir = self.source / "Annotations"
+        xmls, imgs = listing(ann_dir), listing(self.source / "JPEGImages")
+        gts = [listing(self.source / d) for d in ("SegmentationObject", "SegmentationClass")]
+        where = self.split_file if self.split_file is not None else ann_dir
         class_index = {c: k for k, c in enumerate(self.classes) if k > 0}
         out = []
         for pos, i in enumerate(ids):
-            xml = ann_dir / f"{i}.xml"
+            xml = contained(xmls, f"{i}.xml", f"{where}: image {i!r}")
             if xml.name not in xmls:
                 raise LiidError(f"{xml}: annotation file not found (image {i!r})")
-            file = img_dir / (f"{i}.png" if f"{i}.jpg" not in imgs and f"{i}.png" in imgs else f"{i}.jpg")
+            name = f"{i}.png" if f"{i}.jpg" not in imgs and f"{i}.png" in imgs else f"{i}.jpg"
+            file = contained(imgs, name, f"{where}: image {i!r}")
             if file.name not in imgs:
                 raise LiidError(f"{file}: image file not found (image {i!r})")
+            for gt in gts:
+                if f"{i}.png" in gt:
+                    contained(gt, f"{i}.png", f"{where}: image {i!r}")
             ann = parse_xml(xml, class_index)
             h, w = (ann.height, ann.width) if ann.height > 0 and ann.width > 0 else image_size(file)
             self._ann[i] = ann

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from liid.datasets.base import Dataset, check_image_files
+from liid.datasets.base import Dataset, check_image_files, read_rgb
 from liid.errors import LiidError
 
 BUILTIN = "opencv"
@@ -61,8 +60,10 @@ def opencv_saliency(image: np.ndarray) -> np.ndarray:
 
 
 class SaliencyFolder:
-    """Precomputed saliency maps, ``folder/<image id>.png``: 8-bit grey (an RGB file gives its first channel),
-    read as value / 255. Every dataset image must have its map, checked when the folder is opened."""
+    """Precomputed saliency maps, ``folder/<image id>.png``, read as value / 255 of the first channel of the
+    map decoded like an image (``read_rgb``: grey and palette maps by their grey level, 16-bit ones scaled to
+    8 bits, EXIF orientation applied). Every dataset image must have its map, inside the folder, checked when
+    the folder is opened."""
 
     def __init__(self, folder: str | Path, dataset: Dataset):
         self.folder = Path(folder)
@@ -78,17 +79,7 @@ class SaliencyFolder:
         if size is None:
             info = self.dataset.info(image_id)
             size = (info.height, info.width)
-        try:
-            with Image.open(file) as im:
-                arr = np.asarray(im)
-        except FileNotFoundError:
-            raise LiidError(f"{file}: saliency map not found") from None
-        except (OSError, ValueError) as e:
-            raise LiidError(f"{file}: unreadable saliency map ({e})") from None
-        if arr.ndim == 3:
-            arr = arr[:, :, 0]
-        if arr.ndim != 2 or arr.dtype != np.uint8:
-            raise LiidError(f"{file}: expected an 8-bit grey or RGB PNG, got {arr.dtype} {list(arr.shape)}")
+        arr = read_rgb(file, what="saliency map")[:, :, 0]
         h, w = (int(v) for v in size)
         if arr.shape != (h, w):
             raise LiidError(f"{file}: saliency map is {arr.shape[0]}x{arr.shape[1]}, the image is {h}x{w}")

@@ -17,10 +17,8 @@ has a ``norm``) is checked by every loader: ``load_checkpoint`` refuses one that
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from liid.atomic import atomic_file
 from liid.errors import LiidError
 
 FORMAT = "liid-checkpoint"
@@ -131,17 +130,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "meta": full_meta,
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, overwrite=True, mode="wb") as f:  # flushed, fsynced, size-checked, then renamed
+        torch.save(payload, f)
     return path
 
 

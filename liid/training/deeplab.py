@@ -373,7 +373,7 @@ def evaluate_deeplab(model: DeepLab, dataset: Dataset, pred_dir: str | os.PathLi
     was_training = model.training
     model.eval()
     try:
-        with atomic_dir(pred_dir, overwrite=True) as tmp:
+        with atomic_dir(pred_dir, overwrite=True, ours=True) as tmp:
             for im in tqdm(dataset.images, desc="evaluate", unit="img", disable=None if progress else True,
                            leave=False):
                 image = dataset.load_image(im.id)

@@ -274,7 +274,7 @@ def write_initial_seeds(dataset: Dataset, classifier: torch.nn.Module, size: int
     ``saliency(id, image)``) and write ``folder/<id>.png`` plus ``epoch.json`` (epoch 0), atomically as a whole;
     returns the seeds' summary (``_Tally``)."""
     tally = _Tally()
-    with atomic_dir(folder, overwrite=True) as tmp:
+    with atomic_dir(folder, overwrite=True, ours=True) as tmp:
         for im in tqdm(dataset.images, desc="initial seeds", unit="img", disable=None if progress else True,
                        leave=False):
             image = dataset.load_image(im.id)
@@ -296,7 +296,7 @@ def grow_all(model: DeepLab, dataset: Dataset, source: Path, folder: Path, epoch
     was_training = model.training
     model.eval()
     try:
-        with atomic_dir(folder, overwrite=True) as tmp:
+        with atomic_dir(folder, overwrite=True, ours=True) as tmp:
             for im in tqdm(dataset.images, desc=f"grow seeds {epoch}", unit="img",
                            disable=None if progress else True, leave=False):
                 image = dataset.load_image(im.id)
@@ -315,7 +315,7 @@ def grow_all(model: DeepLab, dataset: Dataset, source: Path, folder: Path, epoch
 
 def _copy_seeds(source: Path, folder: Path) -> None:
     """``folder`` := a copy of ``source`` (the initial seeds as epoch 0's supervision), atomically."""
-    with atomic_dir(folder, overwrite=True) as tmp:
+    with atomic_dir(folder, overwrite=True, ours=True) as tmp:
         for f in source.iterdir():
             shutil.copyfile(f, tmp / f.name)
 
