@@ -1,14 +1,18 @@
-"""Run independent tasks serially, over local processes, or over a Ray cluster; results in task order."""
+"""Run independent tasks serially, over local processes, or over a Ray cluster; results in task order.
+
+Local processes come from ``liid.workers.process_pool``: they die with this process (a ``kill -9`` of a run
+leaves no worker behind).
+"""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 
 from tqdm import tqdm
 
 from liid.errors import LiidError
+from liid.workers import process_pool
 
 BACKENDS = ("serial", "process", "ray")
 
@@ -27,7 +31,7 @@ def run_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "s
             results[i] = fn(tasks[i], *args)
             bar.update(1)
     elif backend == "process":
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        with process_pool(workers) as ex:
             futures = {ex.submit(fn, tasks[i], *args): i for i in order}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()

@@ -10,6 +10,7 @@ files and 0700 folders, which a colleague or a container running as another user
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import math
@@ -176,7 +177,7 @@ def _seal(folder: Path) -> None:
         if f.suffix == ".npy":
             want = _npy_size(f)
             if want is not None and want != size:
-                raise OSError(f"short write: {size:,} of {want:,} bytes reached the file", str(f))
+                raise OSError(errno.EIO, f"short write: {size:,} of {want:,} bytes reached the file", str(f))
         files[f.relative_to(folder).as_posix()] = size
     write_bytes(folder / MARKER, (json.dumps({"format": MARKER_FORMAT, "version": 1, "written":
                 time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}, indent=1) + "\n").encode())
@@ -193,6 +194,33 @@ def write_marker(folder: str | os.PathLike) -> None:
                         time.strftime("%Y-%m-%dT%H:%M:%S"), "files": {}, "incremental": True}) + "\n").encode())
 
 
+def _tmp_prefix(path: Path) -> str:
+    return f"{path.name}.tmp-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(path: Path) -> None:
+    """Remove the temporaries that a killed run (``kill -9``, a power cut) left beside ``path``: those whose
+    writer's pid (in the name) is no longer alive. A live writer's are left alone."""
+    for p in path.parent.glob(path.name + ".tmp-*-*"):
+        pid = p.name[len(path.name) + 5:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
 def _named(e: OSError, path: Path) -> OSError:
     """The error with the output's name when it has none (numpy's "N requested and M written" names no file)."""
     if e.filename is not None:
@@ -206,7 +234,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
     """Yield a temporary directory that becomes ``path`` when the block succeeds and every file checks out
     (``check_output`` says what is refused first)."""
     path = check_output(path, overwrite, inputs, kind="dir", ours=ours)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    sweep_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
     try:
         yield tmp
         _seal(tmp)
@@ -233,7 +262,7 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = False, mode: str = "w
     """Yield an open temporary file that becomes ``path`` when the block succeeds and all its bytes reached
     the disk (flushed, fsynced, the file's size equal to what was written)."""
     path = check_output(path, overwrite, kind="file")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -241,7 +270,7 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = False, mode: str = "w
             os.fsync(f.fileno())
             written, size = f.tell(), os.fstat(f.fileno()).st_size
         if written != size:
-            raise OSError(f"short write: {size:,} of {written:,} bytes reached the file", str(path))
+            raise OSError(errno.EIO, f"short write: {size:,} of {written:,} bytes reached the file", str(path))
         public_mode(tmp)
         os.replace(tmp, path)
     except BaseException as e:
@@ -259,7 +288,7 @@ def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) ->
         while view:  # a raw write may take fewer bytes than offered (a full disk, a size limit)
             n = f.write(view)
             if not n:
-                raise OSError(f"short write: {len(data) - len(view):,} of {len(data):,} bytes", str(path))
+                raise OSError(errno.EIO, f"short write: {len(data) - len(view):,} of {len(data):,} bytes", str(path))
             view = view[n:]
 
 
@@ -295,7 +324,7 @@ def save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
     np.save(path, arr, allow_pickle=False)
     want, size = _npy_size(Path(path)), os.path.getsize(path)
     if want is not None and want != size:
-        raise OSError(f"short write: {size:,} of {want:,} bytes reached the file", str(path))
+        raise OSError(errno.EIO, f"short write: {size:,} of {want:,} bytes reached the file", str(path))
 
 
 def read_json(path: str | os.PathLike) -> dict:

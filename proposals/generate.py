@@ -7,6 +7,10 @@ next to ``OUT.partial/settings.json``; a rerun with the same settings reuses tho
 is refused (or, with ``overwrite``, starts afresh). When every image is done the store is written atomically
 to ``OUT`` (``index.json`` ``"meta"`` records how) and the work folder is removed.
 
+A run holds the exclusive lock ``OUT.partial/.lock`` (``liid.workers.run_lock``) from before it touches the
+work folder until ``OUT`` is written, and shares it with its workers, which die with it: a second run on the
+same ``OUT``, or a rerun while a worker of a killed run still lives, is refused instead of racing it.
+
 Images that cannot be read (selective search) are skipped and reported, not fatal: one bad JPEG in 100k should
 not cost the run. Errors in imported proposal files are fatal: they mean the import is wrong.
 """
@@ -16,13 +20,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset, ImageInfo, read_rgb
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+from liid.workers import LOCK_NAME, RunLock, process_pool, run_lock
 from proposals.filtering import FilterConfig, filter_proposals
 from proposals.importers import PER_IMAGE_FORMATS, import_image_proposals, read_coco_results
 from proposals.selective_search import SelectiveSearchConfig, selective_search
@@ -134,17 +138,17 @@ def _pool_process(task: ImageTask) -> dict:
     return process_image(_WORKER_JOB, task)
 
 
-def run_tasks(job: Job, tasks: Sequence[ImageTask], workers: int = 1) -> Iterator[dict]:
+def run_tasks(job: Job, tasks: Sequence[ImageTask], workers: int = 1, hold: RunLock | None = None) -> Iterator[dict]:
     """``process_image`` over ``tasks``; results in completion order. ``workers > 1``: a spawn-context process
-    pool with a bounded number of tasks in flight; the first error cancels the rest."""
+    pool (``liid.workers.process_pool``: workers die with this process and share the run lock ``hold``) with a
+    bounded number of tasks in flight; the first error cancels the rest. Close the iterator when stopping
+    early, so the pool is shut down before the lock is released."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield process_image(job, task)
         return
-    ctx = multiprocessing.get_context("spawn")
     todo = iter(tasks)
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(job,)) as pool:
+    with process_pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(job,), hold=hold) as pool:
         pending: set[Future] = set()
         try:
             for task in todo:
@@ -227,10 +231,16 @@ def partial_dir(out: Path) -> Path:
 
 def open_partial(partial: Path, settings: dict, overwrite: bool) -> None:
     """Create the work folder, or check that an existing one was made with ``settings`` (``overwrite``
-    clears it instead)."""
-    if partial.exists() and overwrite:
-        shutil.rmtree(partial)
-    if partial.exists():
+    clears it instead). Its lock file is not part of a run's results: it is kept, and alone it is no run."""
+    leftovers = [p for p in partial.iterdir() if p.name != LOCK_NAME] if partial.is_dir() else []
+    if leftovers and overwrite:
+        for p in leftovers:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        leftovers = []
+    if leftovers:
         try:
             recorded = read_json(partial / "settings.json").get("settings")
         except (LiidError, AttributeError):
@@ -347,22 +357,26 @@ def generate_proposal_store(dataset: Dataset, out: str | os.PathLike, method: st
 
     t0 = time.perf_counter()
     partial = partial_dir(out)
-    open_partial(partial, settings, overwrite)
-    try:
-        summary = _run(dataset, out, partial, method, source, images, files, inputs, filter_config,
-                       selective_search_config, max_proposals, workers, overwrite, echo, warn, progress, t0)
-    except BaseException:
-        if partial.is_dir() and not any((partial / "images").glob("*.json")):
-            shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
-        raise
-    shutil.rmtree(partial, ignore_errors=True)
+    with run_lock(partial) as lock:  # refused at once while another run (or a worker of one) holds it
+        if store_up_to_date(out, inputs, overwrite, echo):  # the run that held the lock may just have finished
+            return {"up_to_date": True, "out": str(out)}
+        open_partial(partial, settings, overwrite)
+        try:
+            summary = _run(dataset, out, partial, method, source, images, files, inputs, filter_config,
+                           selective_search_config, max_proposals, workers, overwrite, echo, warn, progress, t0,
+                           lock)
+        except BaseException:
+            if partial.is_dir() and not any((partial / "images").glob("*.json")):
+                shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     return summary
 
 
 def _run(dataset: Dataset, out: Path, partial: Path, method: str, source: Path | None, images: list[ImageInfo],
          files: list[Path] | None, inputs: dict, filter_config: FilterConfig,
          ss_config: SelectiveSearchConfig | None, max_proposals: int | None, workers: int, overwrite: bool,
-         echo: Echo, warn: Echo, progress: bool, t0: float) -> dict:
+         echo: Echo, warn: Echo, progress: bool, t0: float, lock: RunLock | None = None) -> dict:
     done = finished_images(partial, images)
     reused = len(done)
     if done:
@@ -389,9 +403,10 @@ def _run(dataset: Dataset, out: Path, partial: Path, method: str, source: Path |
 
     skipped: dict[str, str] = {}
     total = sum(d["proposals"] for d in done.values())
-    with tqdm(total=len(images), initial=len(done), unit="img", desc="proposals", file=sys.stderr,
-              disable=None if progress else True, dynamic_ncols=True) as bar:
-        for r in run_tasks(job, tasks, workers):
+    with (tqdm(total=len(images), initial=len(done), unit="img", desc="proposals", file=sys.stderr,
+               disable=None if progress else True, dynamic_ncols=True) as bar,
+          contextlib.closing(run_tasks(job, tasks, workers, hold=lock)) as results):
+        for r in results:
             if r["status"] == "skipped":
                 skipped[r["id"]] = r["reason"]
                 with tqdm.external_write_mode(file=sys.stderr):

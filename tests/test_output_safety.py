@@ -293,3 +293,14 @@ def test_certified_cut_says_so_last(tmp_path):
     assert res.exit_code == 0, res.output
     assert res.stdout.strip().splitlines()[-1] == "certified: all 1 components optimal"
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["all_certified"] is True
+
+
+def test_a_killed_runs_temporaries_are_swept_by_the_next_write(tmp_path):
+    dead = tmp_path / "x.tmp-999999999-abc"  # no such pid: its writer is gone (kill -9)
+    dead.mkdir()
+    (dead / "half.npy").write_bytes(b"\x93NUMPY")
+    live = tmp_path / f"x.tmp-{os.getpid()}-def"  # a writer still running: left alone
+    live.mkdir()
+    with atomic_dir(tmp_path / "x") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x", live.name])
