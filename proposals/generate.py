@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from liid.atomic import read_json, write_json
+from liid.atomic import check_complete, check_output, exists, read_json, write_json
 from liid.datasets.base import Dataset, ImageInfo, read_rgb
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
@@ -212,13 +212,17 @@ def images_signature(images: Sequence[ImageInfo], files: Sequence[Path] | None =
 def store_up_to_date(out: Path, expected: dict, overwrite: bool, echo: Echo) -> bool:
     """The stage rule (``liid.commands.stage.up_to_date``) for a proposal store, whose record is
     ``index.json`` ``meta.inputs``: True (skip) when equal, an error when different, False when absent."""
-    if not out.exists() or overwrite:
+    if not exists(out):
+        return False
+    if overwrite:
+        check_output(out, overwrite=True)  # before any work: --overwrite replaces only what this toolkit wrote
         return False
     try:
         recorded = read_proposal_meta(out).get("inputs")
     except LiidError:
         recorded = None
     if recorded == _normal(expected):
+        check_complete(out)  # a skip never trusts a damaged store
         echo(f"{out}: up to date (same inputs and settings), skipping; --overwrite to redo")
         return True
     raise LiidError(f"{out}: output exists (made from other inputs or settings); pass --overwrite to replace it")

@@ -304,3 +304,20 @@ def test_a_killed_runs_temporaries_are_swept_by_the_next_write(tmp_path):
     with atomic_dir(tmp_path / "x") as tmp:
         (tmp / "a.txt").write_text("a")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x", live.name])
+
+
+def test_checkpoint_under_a_size_limit_is_an_os_error_naming_it(tmp_path):
+    """torch's zip writer reports a full disk as a bare RuntimeError; the checkpoint writer gives the OSError."""
+    code = f"""
+import resource, torch
+from liid.models.checkpoint import save_checkpoint
+resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
+try:
+    save_checkpoint({str(tmp_path / "c.pt")!r}, torch.nn.Linear(1000, 100), None, 1,
+                    {{"backbone": "x", "num_classes": 1, "class_names": ["a"], "config": {{}}}})
+except OSError as e:
+    print(e.errno, e.filename)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["27", str(tmp_path / "c.pt")], r.stderr  # EFBIG, named
+    assert list(tmp_path.iterdir()) == []

@@ -42,13 +42,15 @@ class Stage:
     out: str  # what it writes (relative)
     reads: list[str]  # glob patterns (relative) of the input files the stage reads: candidates to corrupt
     trainer: bool = False
+    skips_unreadable: bool = False  # its documented rule: an unreadable image is skipped, named and recorded
 
 
 def stages() -> list[Stage]:
     syn = ["data/JPEGImages/*.jpg"]
     return [
         Stage("make-synthetic", ["make-synthetic", "--out", "data", "--images", "12", "--size", "64"], "data", []),
-        Stage("proposals", ["proposals", "data", "--out", "props", "--workers", "2"], "props", syn),
+        Stage("proposals", ["proposals", "data", "--out", "props", "--workers", "2"], "props", syn,
+              skips_unreadable=True),
         Stage("filter-proposals", ["filter-proposals", "props", "--out", "top", "--top", "8"], "top",
               ["props/images/*.json", "props/index.json"]),
         Stage("train-cls", ["train-cls", "data", "--out", "cls", "--size", "64", "--epochs", "3", "--batch-size",
@@ -230,7 +232,11 @@ class Checker:
             for q in alive:
                 os.kill(q, signal.SIGKILL)
             return self.report(st, "kill", f"{len(alive)} of {len(pids)} processes survived their parent", "")
-        problem = whole(self.work / st.out) or self._rerun(st)
+        broken = whole(self.work / st.out)
+        problem = broken or self._rerun(st)
+        if broken:
+            self._aside(st)
+            self._rerun(st)
         left = leftovers(self.work, st.out)
         problem = problem or (f"temporaries left after the rerun: {left[:3]}" if left else None)
         self.report(st, "kill", problem, f"killed at {at:.1f} s ({len(pids)} processes, none survived); "
@@ -248,7 +254,12 @@ class Checker:
             problem = "an output exists after the failed run"
         problem = problem or whole(self.work / st.out)
         left = leftovers(self.work, st.out)
-        problem = problem or (f"temporaries left: {left[:3]}" if left else None) or self._rerun(st)
+        problem = problem or (f"temporaries left: {left[:3]}" if left else None)
+        if problem is not None:
+            self._aside(st)
+        problem = problem or self._rerun(st)
+        if problem is not None:
+            self._rerun(st)  # back to the reference state for the next stages
         self.report(st, "disk", problem, f"limit {limit:,} B: '{r.stderr.strip().splitlines()[-1][:90]}'; "
                                          "the rerun gives the reference's output" if problem is None else "")
 
@@ -262,18 +273,27 @@ class Checker:
         try:
             victim.write_bytes(backup[: len(backup) // 2])
             r = liid(self.work, st.args)
-            problem = one_error_line(r)
             rel = victim.relative_to(self.work)
-            last = (r.stderr.strip().splitlines() or [""])[-1]
-            if problem is None and victim.name not in last and victim.parent.name not in last:
-                problem = f"the error does not name {rel}: '{last[:120]}'"
-            if problem is None and (self.work / st.out).exists() and not st.trainer:
-                problem = "an output was written from a corrupt input"
+            lines = r.stderr.strip().splitlines() or [""]
+            last = lines[-1]
+            if st.skips_unreadable and r.returncode == 0:
+                # documented (liid proposals --help): an unreadable image is skipped, named on stderr, recorded
+                said = [x for x in lines if "skipping image" in x and str(rel) in x]
+                meta = json.loads((self.work / st.out / "index.json").read_text())["meta"]
+                recorded = victim.stem in json.dumps(meta.get("skipped", meta))
+                problem = None if said and recorded else f"skipped silently: {last[:120]}"
+                last = (said or [last])[0]
+            else:
+                problem = one_error_line(r)
+                if problem is None and victim.name not in last and victim.parent.name not in last:
+                    problem = f"the error does not name {rel}: '{last[:120]}'"
+                if problem is None and (self.work / st.out).exists() and not st.trainer:
+                    problem = "an output was written from a corrupt input"
         finally:
             victim.write_bytes(backup)
         self._aside(st)
-        problem = problem or self._rerun(st)  # leave the reference state for the next stage
-        self.report(st, "corrupt", problem, f"{rel} cut to {len(backup) // 2:,} B: '{last[:90]}'")
+        restored = self._rerun(st)  # back to the reference state for the next stages, whatever happened
+        self.report(st, "corrupt", problem or restored, f"{rel} cut to {len(backup) // 2:,} B: '{last[:90]}'")
 
 
 def main(argv: list[str] | None = None) -> int:

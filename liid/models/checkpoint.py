@@ -17,6 +17,7 @@ has a ``norm``) is checked by every loader: ``load_checkpoint`` refuses one that
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from liid.atomic import atomic_file
+from liid.atomic import write_bytes
 from liid.errors import LiidError
 
 FORMAT = "liid-checkpoint"
@@ -130,8 +131,9 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "meta": full_meta,
     }
-    with atomic_file(path, overwrite=True, mode="wb") as f:  # flushed, fsynced, size-checked, then renamed
-        torch.save(payload, f)
+    buf = io.BytesIO()  # serialised in memory: torch's zip writer reports a full disk as a bare RuntimeError
+    torch.save(payload, buf)
+    write_bytes(path, buf.getbuffer())  # explicit, checked writes: a full disk is an OSError naming the file
     return path
 
 
