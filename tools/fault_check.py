@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-VOLATILE = ("second", "time", "date", "written", "elapsed", "per_s", "pid", "started", "inputs", "source",
+VOLATILE = ("second", "time", "date", "written", "elapsed", "per_s", "pid", "started", "reused", "inputs", "source",
             "fingerprint")  # run-to-run fields, and provenance (fingerprints of inputs whose records hold times)
 
 
@@ -218,10 +218,13 @@ class Checker:
 
     def kill(self, st: Stage) -> None:
         self._aside(st)
-        at = self.rng.uniform(0.3, 0.95) * self.seconds[st.name]
+        at = self.rng.uniform(0.3, 0.8) * self.seconds[st.name]
         p = liid(self.work, st.args, popen=True)
         time.sleep(at)
         pids = session_pids(p.pid)
+        if p.poll() is not None:  # it finished first: no kill to check, say so
+            p.communicate()
+            return self.report(st, "kill", f"finished before the kill at {at:.1f} s; lower the kill point", "")
         p.send_signal(signal.SIGKILL)
         p.communicate()
         deadline = time.time() + 15
