@@ -9,14 +9,17 @@ GPU job starts.
 Standard folder layout of ``register_liid_datasets(ROOT)`` (``liid_dataset_paths`` gives the table)::
 
     ROOT/voc/                               a VOC root (JPEGImages/ holds every image)
-        pseudo/instances.json               liid_voc_pseudo_train   (liid export / liid label --out ROOT/voc/pseudo)
         annotations/instances_val.json      liid_voc_val            (the val ground truth as a COCO JSON)
+    ROOT/voc_pseudo/instances.json          liid_voc_pseudo_train   (liid export / liid label --out ROOT/voc_pseudo)
     ROOT/coco/                              images in train2017/ and val2017/
-        pseudo/instances.json               liid_coco_pseudo_train  (images in train2017/)
         annotations/instances_val2017.json  liid_coco_val           (images in val2017/)
+    ROOT/coco_pseudo/instances.json         liid_coco_pseudo_train  (images in coco/train2017/)
     ROOT/synthetic/                         liid make-synthetic --out ROOT/synthetic (JPEGImages/)
-        pseudo/instances.json               liid_synthetic_pseudo_train
         annotations/instances_val.json      liid_synthetic_val      (written by make-synthetic)
+    ROOT/synthetic_pseudo/instances.json    liid_synthetic_pseudo_train
+
+The pseudo-labels lie beside the dataset, not inside it: no command writes inside one of its inputs
+(``liid label --dataset ROOT/voc --out ROOT/voc/pseudo`` is refused), so a dataset never changes under its users.
 
 Every name is registered whether or not its files exist (detectron2 reads a dataset only when it is used), so
 the names are always known; ``coco_json_check`` tells what is wrong with one that is used.
@@ -38,11 +41,11 @@ INSTALL_HINT = ("detectron2 is not installed; see README (Mask R-CNN with detect
 
 # name -> (COCO JSON, image folder), relative to ROOT
 LAYOUT: dict[str, tuple[str, str]] = {
-    "liid_voc_pseudo_train": ("voc/pseudo/instances.json", "voc/JPEGImages"),
+    "liid_voc_pseudo_train": ("voc_pseudo/instances.json", "voc/JPEGImages"),
     "liid_voc_val": ("voc/annotations/instances_val.json", "voc/JPEGImages"),
-    "liid_coco_pseudo_train": ("coco/pseudo/instances.json", "coco/train2017"),
+    "liid_coco_pseudo_train": ("coco_pseudo/instances.json", "coco/train2017"),
     "liid_coco_val": ("coco/annotations/instances_val2017.json", "coco/val2017"),
-    "liid_synthetic_pseudo_train": ("synthetic/pseudo/instances.json", "synthetic/JPEGImages"),
+    "liid_synthetic_pseudo_train": ("synthetic_pseudo/instances.json", "synthetic/JPEGImages"),
     "liid_synthetic_val": ("synthetic/annotations/instances_val.json", "synthetic/JPEGImages"),
 }
 

@@ -153,7 +153,7 @@ def test_dataset_configs(name, classes, tmp_path):
 def test_layout_names():
     paths = liid_dataset_paths("/data/liid")
     assert set(paths) == set(LAYOUT)
-    assert paths["liid_voc_pseudo_train"] == ("/data/liid/voc/pseudo/instances.json", "/data/liid/voc/JPEGImages")
+    assert paths["liid_voc_pseudo_train"] == ("/data/liid/voc_pseudo/instances.json", "/data/liid/voc/JPEGImages")
     assert paths["liid_synthetic_val"] == ("/data/liid/synthetic/annotations/instances_val.json",
                                            "/data/liid/synthetic/JPEGImages")
 
@@ -179,7 +179,7 @@ def test_register_with_detectron2(tmp_path):  # pragma: no cover - runs where de
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):
-    """ROOT/synthetic: a 6-image synthetic set; ROOT/synthetic/pseudo: its oracle labels (the layout of
+    """ROOT/synthetic: a 6-image synthetic set; ROOT/synthetic_pseudo: its oracle labels (the layout of
     detection/register.py)."""
     root = tmp_path_factory.mktemp("d2")
     syn = root / "synthetic"
@@ -193,7 +193,7 @@ def layout(tmp_path_factory):
         props.append(masks_to_proposals(masks, np.ones(len(masks))))
     write_proposal_store(root / "props", meta, props)
     res = invoke("label", "--method", "oracle", "--dataset", syn, "--proposals", root / "props",
-                 "--out", syn / "pseudo")
+                 "--out", root / "synthetic_pseudo")
     assert res.exit_code == 0, res.output
     return root
 
@@ -355,7 +355,8 @@ def test_config_datasets_checked_before_training(layout, tmp_path):
 
     root = tmp_path / "root"
     shutil.copytree(layout / "synthetic", root / "synthetic")
-    pseudo = root / "synthetic" / "pseudo" / "instances.json"
+    shutil.copytree(layout / "synthetic_pseudo", root / "synthetic_pseudo")
+    pseudo = root / "synthetic_pseudo" / "instances.json"
     doc = json.loads(pseudo.read_text())
     pseudo.write_text(json.dumps({**doc, "annotations": []}))
     with pytest.raises(LiidError, match="no annotations to train on"):

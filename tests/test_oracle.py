@@ -150,7 +150,7 @@ def test_oracle_errors(data, tmp_path):
     out = tmp_path / "out"
     res = invoke("label", "--method", "oracle", "--proposals", data["props"], "--out", out)
     assert_one_line_error(res, "--method oracle needs --dataset")
-    res = invoke("label", "--method", "oracle", "--dataset", data["syn"], "--features", tmp_path,
+    res = invoke("label", "--method", "oracle", "--dataset", data["syn"], "--features", data["props"],
                  "--proposals", data["props"], "--out", out)
     assert_one_line_error(res, "--features")
     res = invoke("label", "--method", "mil-argmax", "--dataset", data["syn"], "--proposals", data["props"],
