@@ -38,6 +38,19 @@ class LinearProgram:
     x_label: np.ndarray  # [num_x] label of each x column
     col_block: np.ndarray  # [num_cols] block (component) id of each column
     const_block: np.ndarray  # [num_blocks] constant part of the objective per block
+    d_edge: np.ndarray | None = None  # [num_d] edge of each d column
+    d_label: np.ndarray | None = None  # [num_d] label of each d column
+    edges: np.ndarray | None = None  # [m, 2] the edges the program was built from
+
+    def vector(self, labels: np.ndarray) -> np.ndarray:
+        """The column vector of an integral labeling (x one-hot, d = |x_u - x_v|): a solver's start."""
+        lab = np.asarray(labels)
+        x = (self.x_label == lab[self.x_node]).astype(np.float64)
+        if self.d_edge is None or not len(self.d_edge):
+            return x
+        e = self.edges[self.d_edge]
+        d = (lab[e[:, 0]] == self.d_label) != (lab[e[:, 1]] == self.d_label)
+        return np.concatenate([x, d.astype(np.float64)])
 
     def block_values(self, solution: np.ndarray, num_blocks: int) -> np.ndarray:
         """Objective value of each block at ``solution`` (the LP is separable by block)."""
@@ -64,13 +77,21 @@ class LinearProgram:
 def ckr_lp(terminal: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights: np.ndarray,
            block: np.ndarray | None = None, num_blocks: int = 1) -> LinearProgram:
     """Build eq. (11) for nodes 0..n-1 (local ids). ``block`` [n] assigns each node to a component."""
-    terminal = np.asarray(terminal, dtype=np.float64)
+    # cost of label l: the weight of the terminal edges cut (graph.energy); with sum_k x_uk = 1,
+    # sum_k T_uk (1 - x_uk) = sum_k cost_uk x_uk
+    return ckr_lp_cost(unary_cost(terminal), allowed, edges, weights, block, num_blocks)
+
+
+def ckr_lp_cost(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights: np.ndarray,
+                block: np.ndarray | None = None, num_blocks: int = 1) -> LinearProgram:
+    """Eq. (11) from per-label unary costs [n, L] (any finite value where allowed; the rest is ignored):
+    the form of the problem ``graph.persistency`` leaves and of ``graph.columns``' restricted programs."""
     allowed = np.asarray(allowed, dtype=bool)
-    n, L = terminal.shape
+    cost = np.where(allowed, np.asarray(cost, dtype=np.float64), 0.0)
+    n, L = cost.shape
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     w = np.asarray(weights, dtype=np.float64)
     block = np.zeros(n, dtype=np.int64) if block is None else np.asarray(block, dtype=np.int64)
-    cost = unary_cost(terminal)  # cost of label l: weight of the terminal edges cut (graph.energy)
 
     # x columns: one per allowed (node, label), node-major
     x_node, x_label = np.nonzero(allowed)
@@ -107,12 +128,14 @@ def ckr_lp(terminal: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights
     row_lo = np.concatenate([np.ones(n), np.zeros(2 * num_d)])
     row_hi = np.concatenate([np.ones(n), np.full(2 * num_d, np.inf)])
     col_lo = np.zeros(num_x + num_d)
-    col_hi = np.concatenate([np.ones(num_x), np.full(num_d, np.inf)])
+    # x_uk <= 1 is implied by the simplex rows; leaving it out keeps the row duals a dual solution on their
+    # own (sum_u pi_u = the optimum), which ``graph.columns`` prices with
+    col_hi = np.full(num_x + num_d, np.inf)
     col_block = np.concatenate([block[x_node], block[u[ed]]])
     return LinearProgram(
         c=np.concatenate([c_x, c_d]), A=A, row_lo=row_lo, row_hi=row_hi, col_lo=col_lo, col_hi=col_hi,
         const=0.0, num_x=num_x, x_node=x_node, x_label=x_label, col_block=col_block,
-        const_block=np.zeros(num_blocks))
+        const_block=np.zeros(num_blocks), d_edge=ed, d_label=ld, edges=edges)
 
 
 def textbook_ckr_lp(terminal: np.ndarray, edges: np.ndarray, weights: np.ndarray) -> LinearProgram:

@@ -26,9 +26,10 @@ def _import_cplex():
     return cplex
 
 
-def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0, name: str = "component"
-          ) -> SolveResult:
-    """Solve the LP (dual simplex) or the MIP (x binary) with CPLEX; arrays in, arrays out."""
+def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0, name: str = "component",
+          start: np.ndarray | None = None) -> SolveResult:
+    """Solve the LP (dual simplex) or the MIP (x binary) with CPLEX; arrays in, arrays out. ``start``
+    (a feasible column vector) becomes the MIP's first incumbent."""
     cplex = _import_cplex()
     from cplex.exceptions import CplexSolverError  # noqa: PLC0415
 
@@ -52,6 +53,9 @@ def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0, na
     try:
         c.variables.add(obj=lp.c.tolist(), lb=lp.col_lo.tolist(), ub=hi.tolist(), types=types)
         c.linear_constraints.add(lin_expr=rows, senses=senses, rhs=lp.row_lo.tolist())
+        if integer and start is not None:
+            c.MIP_starts.add(cplex.SparsePair(ind=list(range(num_col)), val=np.asarray(start).tolist()),
+                             c.MIP_starts.effort_level.check_feasibility)
         c.solve()
     except CplexSolverError as e:
         if e.args and len(e.args) > 2 and e.args[2] in COMMUNITY_LIMIT_CODES:
@@ -73,4 +77,5 @@ def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0, na
     else:
         bound = obj if optimal else float("-inf")
     name_ = "optimal" if optimal else ("time_limit" if timed else sol.get_status_string())
-    return SolveResult(name_, x, obj, bound, time.perf_counter() - t0)
+    duals = np.asarray(sol.get_dual_values(), dtype=np.float64) if (optimal and not integer) else None
+    return SolveResult(name_, x, obj, bound, time.perf_counter() - t0, duals)

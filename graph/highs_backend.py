@@ -18,6 +18,7 @@ class SolveResult:
     objective: float  # incumbent objective (inf if none)
     bound: float  # proven lower bound (the LP value for an LP; the dual bound for a MIP)
     seconds: float
+    row_dual: np.ndarray | None = None  # an LP's row duals y (reduced cost c - A^T y), when optimal
 
 
 def _highs(time_limit: float) -> highspy.Highs:
@@ -32,8 +33,10 @@ def _highs(time_limit: float) -> highspy.Highs:
     return h
 
 
-def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0) -> SolveResult:
-    """Solve the LP (or the MIP with x_uk binary); arrays in, arrays out."""
+def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0,
+          start: np.ndarray | None = None) -> SolveResult:
+    """Solve the LP (or the MIP with x_uk binary); arrays in, arrays out. ``start``: a feasible column
+    vector (``LinearProgram.vector``) handed to branch-and-bound as its first incumbent."""
     t0 = time.perf_counter()
     h = _highs(time_limit)
     A = lp.A.tocsc()
@@ -47,6 +50,11 @@ def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0) ->
                 lp.row_lo.astype(np.float64), np.where(np.isinf(lp.row_hi), inf, lp.row_hi),
                 A.indptr.astype(np.int32), A.indices.astype(np.int32), A.data.astype(np.float64),
                 integrality)
+    if integer and start is not None:
+        sol0 = highspy.HighsSolution()
+        sol0.col_value = np.asarray(start, dtype=np.float64).tolist()
+        sol0.value_valid = True
+        h.setSolution(sol0)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
@@ -59,4 +67,5 @@ def solve(lp: LinearProgram, integer: bool = False, time_limit: float = 60.0) ->
         bound = float(info.mip_dual_bound)
     else:
         bound = obj if name == "optimal" else float("-inf")
-    return SolveResult(name, x, obj, bound, time.perf_counter() - t0)
+    row_dual = np.asarray(sol.row_dual, dtype=np.float64) if (not integer and sol.dual_valid) else None
+    return SolveResult(name, x, obj, bound, time.perf_counter() - t0, row_dual)

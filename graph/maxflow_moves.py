@@ -67,8 +67,13 @@ def binary_structure(allowed: np.ndarray) -> tuple[int, np.ndarray] | None:
 def binary_cut(terminal: np.ndarray, c: int, other: np.ndarray, edges: np.ndarray,
                weights: np.ndarray) -> np.ndarray:
     """Exact labeling when ``binary_structure`` applies: each node takes ``c`` or ``other[u]``."""
-    n = terminal.shape[0]
-    cost = unary_cost(terminal)
+    return binary_cut_cost(unary_cost(terminal), c, other, edges, weights)
+
+
+def binary_cut_cost(cost: np.ndarray, c: int, other: np.ndarray, edges: np.ndarray,
+                    weights: np.ndarray) -> np.ndarray:
+    """``binary_cut`` from per-label unary costs [n, L]."""
+    n = cost.shape[0]
     idx = np.arange(n)
     w = np.asarray(weights, dtype=np.float64)
     au, av = other[edges[:, 0]], other[edges[:, 1]]
@@ -85,7 +90,13 @@ def alpha_expansion(terminal: np.ndarray, allowed: np.ndarray, edges: np.ndarray
 
     Each move is exact (one max-flow); the result is within a factor 2 of the optimum (Boykov et al.).
     """
-    cost = unary_cost(terminal)
+    return alpha_expansion_cost(unary_cost(terminal), allowed, edges, weights, labels, max_sweeps)
+
+
+def alpha_expansion_cost(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights: np.ndarray,
+                         labels: np.ndarray, max_sweeps: int = 50) -> np.ndarray:
+    """``alpha_expansion`` from per-label unary costs [n, L] (finite where allowed)."""
+    cost = np.where(np.asarray(allowed, dtype=bool), np.asarray(cost, dtype=np.float64), 0.0)
     allowed = np.asarray(allowed, dtype=bool)
     lab = np.asarray(labels, dtype=np.int64).copy()
     w = np.asarray(weights, dtype=np.float64)

@@ -3,8 +3,10 @@
 Each connected component is an independent multiway cut (eq. 12-13). Per component:
   1 node or 1 label        -> the cheapest allowed label (exact)
   binary structure         -> one max-flow (exact; ``graph.maxflow_moves.binary_structure``)
-  otherwise                -> CKR LP (eq. 11) by simplex; integral -> certified optimal;
-                              fractional -> branch-and-bound (MIP) from the same formulation
+  otherwise                -> ``graph.pieces``: Kovtun's persistency fixes nodes (``graph.persistency``), the
+                              free nodes fall into pieces, each piece trivial, one max-flow, or the CKR LP
+                              (eq. 11) by simplex with column generation (``graph.columns``); integral ->
+                              certified optimal; fractional -> branch-and-bound (MIP)
   time limit hit           -> a labeled answer (MIP incumbent, LP rounding or unary argmin, each polished by
                               alpha-expansion), marked uncertified, with a valid lower bound
 Small components are packed into chunks solved as one block-diagonal LP/max-flow (fewer solver calls);
@@ -19,9 +21,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from graph import highs_backend
-from graph.ckr import ckr_lp
 from graph.energy import labeling_cost, unary_cost
-from graph.maxflow_moves import alpha_expansion, binary_cut, binary_structure
+from graph.maxflow_moves import binary_cut, binary_structure
+from graph.pieces import solve_lp_blocks
 
 CERT_TOL = 1e-6  # relative tolerance of "objective == lower bound"
 
@@ -34,6 +36,8 @@ class SolveConfig:
     time_limit: float = 60.0  # seconds per component for the LP and again for branch-and-bound
     maxflow: bool = True  # use max-flow for binary components (else they go through the LP)
     chunk_nodes: int = 20000  # pack components up to this many nodes into one solver call
+    persistency: bool = True  # fix what Kovtun's test proves before the LP (graph.persistency)
+    columns: bool = True  # eq. (11) by column generation (graph.columns) instead of all labels at once
 
 
 @dataclass
@@ -43,7 +47,8 @@ class ComponentRecord:
     edges: int
     labels: int  # distinct labels allowed in the component
     method: str
-    lp_bound: float | None  # CKR LP value (None when the LP did not finish)
+    lp_bound: float | None  # eq. (11)'s LP value of what persistency left, plus the fixed part (>= the LP of
+    #                         the whole component; equal to it with persistency off); None: the LP did not finish
     lower_bound: float  # best proven lower bound
     objective: float  # cut value of the returned labeling (without the graph's constant offset)
     gap: float  # objective - lower_bound
@@ -84,44 +89,6 @@ def _record(cid, n, m, L, method, lp, lb, obj, secs) -> ComponentRecord:
     return ComponentRecord(int(cid), int(n), int(m), int(L), method, lp, float(lb), float(obj),
                            float(max(gap, 0.0)) if cert else float(gap),
                            None if lp is None else float(obj - lp), float(secs), bool(cert))
-
-
-def solve_single(cid: int, terminal, allowed, edges, weights, cfg: SolveConfig,
-                 lp_result=None) -> tuple[np.ndarray, ComponentRecord]:
-    """Solve one component through LP, branch-and-bound and fallbacks (local node ids)."""
-    t0 = time.perf_counter()
-    solve_fn = _backend(cfg.solver)
-    n, m = terminal.shape[0], edges.shape[0]
-    L = int(allowed.any(axis=0).sum())
-    cost = unary_cost(terminal)
-    masked = np.where(allowed, cost, np.inf)
-    lp = ckr_lp(terminal, allowed, edges, weights)
-    kwargs = {"name": f"component {cid}"} if cfg.solver == "cplex" else {}
-    res = lp_result or solve_fn(lp, integer=False, time_limit=cfg.time_limit, **kwargs)
-    if res.status != "optimal":  # LP did not finish: alpha-expansion from the unary argmin
-        lab = alpha_expansion(terminal, allowed, edges, weights, masked.argmin(axis=1))
-        lb = float(masked.min(axis=1).sum())  # pair weights are >= 0
-        return lab, _record(cid, n, m, L, "alpha-expansion (LP time limit)", None, lb,
-                            labeling_cost(cost, edges, weights, lab), time.perf_counter() - t0)
-    lp_value = res.objective
-    lab = lp.labels(res.x, n)
-    if lp.is_integral(res.x).all():
-        return lab, _record(cid, n, m, L, "lp", lp_value, lp_value, labeling_cost(cost, edges, weights, lab),
-                            time.perf_counter() - t0)
-    mip = solve_fn(lp, integer=True, time_limit=cfg.time_limit, **kwargs)
-    if mip.status == "optimal":
-        lab = lp.labels(mip.x, n)
-        return lab, _record(cid, n, m, L, "lp+branch-and-bound", lp_value, mip.bound,
-                            labeling_cost(cost, edges, weights, lab), time.perf_counter() - t0)
-    cands = [alpha_expansion(terminal, allowed, edges, weights, lab)]  # rounded LP, polished
-    if mip.x is not None:
-        cands.append(alpha_expansion(terminal, allowed, edges, weights, lp.labels(mip.x, n)))
-    energies = [labeling_cost(cost, edges, weights, c) for c in cands]
-    best = int(np.argmin(energies))
-    lb = mip.bound if np.isfinite(mip.bound) else lp_value
-    method = "lp rounding + alpha-expansion" if best == 0 else "branch-and-bound incumbent + alpha-expansion"
-    return cands[best], _record(cid, n, m, L, method + " (time limit)", lp_value, lb, energies[best],
-                                time.perf_counter() - t0)
 
 
 def solve_task(task: Task, cfg: SolveConfig) -> tuple[np.ndarray, list[ComponentRecord]]:
@@ -176,40 +143,23 @@ def solve_task(task: Task, cfg: SolveConfig) -> tuple[np.ndarray, list[Component
                              time.perf_counter() - t0)
 
     if lp_blocks:
-        solve_fn = _backend(cfg.solver)
-        if len(lp_blocks) > 1 and cfg.solver == "highs":
-            sel = np.concatenate([nodes_of[b] for b in lp_blocks])
-            remap = np.full(n, -1, dtype=np.int64)
-            remap[sel] = np.arange(sel.shape[0])
-            eidx = np.concatenate([edges_of[b] for b in lp_blocks])
-            bl = np.full(C, -1)
-            bl[lp_blocks] = np.arange(len(lp_blocks))
-            t0 = time.perf_counter()
-            lp = ckr_lp(task.terminal[sel], task.allowed[sel], remap[task.edges[eidx]].reshape(-1, 2),
-                        task.weights[eidx], block=bl[task.block[sel]], num_blocks=len(lp_blocks))
-            res = solve_fn(lp, integer=False, time_limit=cfg.time_limit * len(lp_blocks))
-            joint_secs = (time.perf_counter() - t0) / len(lp_blocks)
-        else:
-            res = None
-        if res is not None and res.status == "optimal":
-            values = lp.block_values(res.x, len(lp_blocks))
-            frac = ~lp.is_integral(res.x)
-            frac_blocks = np.bincount(lp.col_block[: lp.num_x][frac], minlength=len(lp_blocks)) > 0
-            joint_labels = lp.labels(res.x, sel.shape[0])
+        sel = np.concatenate([nodes_of[b] for b in lp_blocks])
+        remap = np.full(n, -1, dtype=np.int64)
+        remap[sel] = np.arange(sel.shape[0])
+        eidx = np.concatenate([edges_of[b] for b in lp_blocks])
+        bl = np.full(C, -1)
+        bl[lp_blocks] = np.arange(len(lp_blocks))
+        kwargs = {"name": f"component {task.comp_ids[lp_blocks[0]]}"} if cfg.solver == "cplex" else {}
+        lab, outs = solve_lp_blocks(cost[sel], task.allowed[sel], remap[task.edges[eidx]].reshape(-1, 2),
+                                    task.weights[eidx], bl[task.block[sel]], len(lp_blocks), cfg,
+                                    _backend(cfg.solver), **kwargs)
+        labels[sel] = lab
         for i, b in enumerate(lp_blocks):
-            nodes, le, lw = local(b)
-            if res is not None and res.status == "optimal" and not frac_blocks[i]:
-                lab = joint_labels[remap[nodes]]
-                obj = labeling_cost(cost[nodes], le, lw, lab)
-                labels[nodes] = lab
-                records[b] = _record(task.comp_ids[b], nodes.shape[0], le.shape[0],
-                                     int(task.allowed[nodes].any(axis=0).sum()), "lp", float(values[i]),
-                                     float(values[i]), obj, joint_secs)
-            else:
-                lab, rec = solve_single(int(task.comp_ids[b]), task.terminal[nodes], task.allowed[nodes],
-                                        le, lw, cfg)
-                labels[nodes] = lab
-                records[b] = rec
+            o = outs[i]
+            nodes = nodes_of[b]
+            records[b] = _record(task.comp_ids[b], nodes.shape[0], edges_of[b].shape[0],
+                                 int(task.allowed[nodes].any(axis=0).sum()), o["method"], o["lp_value"],
+                                 o["lower_bound"], o["objective"], o["seconds"])
     return labels, records
 
 

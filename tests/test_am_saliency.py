@@ -153,6 +153,25 @@ def test_attention_maps_on_a_tiny_classifier(model):
         attention_maps(model, x, [0, 1])
 
 
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "resnet18"])
+def test_attention_layers_default_to_the_trunks_stride_16_and_32_stages(name, one_thread):
+    """Every trunk of the table names its own layers, so am-saliency runs on a Lite classifier as on a ResNet."""
+    torch.manual_seed(0)
+    trunk, ch = build_backbone(name, from_scratch=True)
+    net = MultiLabelClassifier(trunk, ch, 2)
+    names = trunk.late_stages()
+    mods = dict(trunk.named_modules())
+    seen = {}
+    hooks = [mods[k].register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o.shape[-1])) for k in names]
+    trunk.eval()(torch.zeros(1, 3, 128, 128))
+    for h in hooks:
+        h.remove()
+    assert [seen[k] for k in names] == [128 // 16, 128 // 32]
+    image = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    a = attention_maps(net, to_input(image, 64), [1, 2], size=(48, 48))
+    assert a.shape == (2, 48, 48) and a.max() > 0
+
+
 # ----------------------------------------------------------------------------------------------- eq. 10
 
 

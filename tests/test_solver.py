@@ -26,6 +26,8 @@ KNOWN_OPTIMA = Path(__file__).resolve().parents[2] / "shared/data/multiway-cut/s
 HAS_CPLEX = importlib.util.find_spec("cplex") is not None
 HAS_RAY = importlib.util.find_spec("ray") is not None
 TOL = 1e-6
+# the LP and branch-and-bound paths themselves (persistency would fix some of these small graphs whole)
+NO_REDUCTION = SolveConfig(persistency=False)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -365,7 +367,7 @@ def test_binary_components_maxflow_and_lp():
         assert summary["objective"] == pytest.approx(opt, abs=TOL)
         check_solution(g, labels, records, summary)
         assert records[0].certified
-        lab2, rec2, sum2 = solve_graph(g, SolveConfig(maxflow=False), progress=False)
+        lab2, rec2, sum2 = solve_graph(g, SolveConfig(maxflow=False, persistency=False), progress=False)
         assert rec2[0].method in ("lp", "lp+branch-and-bound")
         lp_methods.add(rec2[0].method)
         assert sum2["objective"] == pytest.approx(opt, abs=TOL)
@@ -391,11 +393,11 @@ def _patched(monkeypatch, *, lp_status=None, mip_status=None, keep_incumbent=Fal
     real = highs_backend.solve
     calls = {"lp": 0, "mip": 0}
 
-    def fake(lp, integer=False, time_limit=60.0):
+    def fake(lp, integer=False, time_limit=60.0, **kwargs):
         calls["mip" if integer else "lp"] += 1
         status = mip_status if integer else lp_status
         if status is None:
-            return real(lp, integer=integer, time_limit=time_limit)
+            return real(lp, integer=integer, time_limit=time_limit, **kwargs)
         x = real(lp, integer=True).x if (integer and keep_incumbent) else None
         obj = float(lp.c @ x) if x is not None else float("inf")
         return SolveResult(status, x, obj, float("-inf"), 0.0)
@@ -422,7 +424,7 @@ def test_mip_time_limit_falls_back_to_lp_rounding(monkeypatch):
     for inst, g in load_known():
         if inst["lp_value"] >= inst["ip_opt"] - TOL:
             continue  # integral LP: no branch-and-bound, nothing to fall back from
-        labels, records, summary = solve_graph(g, SolveConfig(), progress=False)
+        labels, records, summary = solve_graph(g, NO_REDUCTION, progress=False)
         check_solution(g, labels, records, summary)
         (r,) = records
         assert not r.certified
@@ -431,7 +433,8 @@ def test_mip_time_limit_falls_back_to_lp_rounding(monkeypatch):
         assert r.lower_bound == pytest.approx(inst["lp_value"], abs=TOL)  # no MIP bound: the LP's
         assert summary["objective"] >= inst["ip_opt"] - TOL
         assert summary["uncertified_components"] == [r.id]
-    assert calls["mip"] == 3
+    # per instance one MIP, or two: first over the LP's labels (column generation), then over all of them
+    assert 3 <= calls["mip"] <= 6
 
 
 def test_mip_time_limit_keeps_a_better_incumbent(monkeypatch):
@@ -439,7 +442,7 @@ def test_mip_time_limit_keeps_a_better_incumbent(monkeypatch):
     for inst, g in load_known():
         if inst["lp_value"] >= inst["ip_opt"] - TOL:
             continue
-        labels, records, summary = solve_graph(g, SolveConfig(), progress=False)
+        labels, records, summary = solve_graph(g, NO_REDUCTION, progress=False)
         check_solution(g, labels, records, summary)
         assert summary["objective"] == pytest.approx(inst["ip_opt"], abs=TOL)  # the incumbent is optimal
         assert not records[0].certified and "(time limit)" in records[0].method
@@ -451,7 +454,7 @@ def test_mip_time_limit_on_random_graph(monkeypatch):
     fallbacks = 0
     for _ in range(15):
         g = disjoint_union(gap_graph(rng), random_graph(rng, n=4, L=4, mode="liid", p=0.5))
-        labels, records, summary = solve_graph(g, SolveConfig(), progress=False)
+        labels, records, summary = solve_graph(g, NO_REDUCTION, progress=False)
         check_solution(g, labels, records, summary)
         opt, _ = brute_force(g.terminal, g.allowed, g.edges, g.weights)
         assert summary["lower_bound"] <= opt + TOL <= summary["objective"] + 2 * TOL
@@ -468,7 +471,7 @@ def test_lp_time_limit_falls_back_to_alpha_expansion(monkeypatch):
     expanded = 0
     for trial in range(20):
         g = random_graph(rng, n=7, L=4, mode="free" if trial % 2 else "mask", p=0.5)
-        labels, records, summary = solve_graph(g, SolveConfig(), progress=False)
+        labels, records, summary = solve_graph(g, NO_REDUCTION, progress=False)
         check_solution(g, labels, records, summary)
         opt, _ = brute_force(g.terminal, g.allowed, g.edges, g.weights)
         assert summary["lower_bound"] <= opt + TOL

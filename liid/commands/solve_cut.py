@@ -63,6 +63,10 @@ def certification_line(s: dict) -> str:
               help="Seconds per component for the LP and again for branch-and-bound; past it the "
                    "component gets a labeled, uncertified answer.")
 @click.option("--no-maxflow", is_flag=True, help="Send binary components through the LP too.")
+@click.option("--no-persistency", is_flag=True,
+              help="Skip Kovtun's partial optimality (nodes it proves are fixed before the LP); for comparison.")
+@click.option("--no-columns", is_flag=True,
+              help="Build eq. (11) with every allowed label at once instead of by column generation.")
 @click.option("--chunk-nodes", default=20000, show_default=True, type=click.IntRange(1),
               help="Small components are packed into one solver call up to this many nodes.")
 @click.option("--require-certified", is_flag=True,
@@ -71,8 +75,8 @@ def certification_line(s: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(graph_dir: Path, out: Path, solver: str, workers: int, backend: str | None, ray_address: str | None,
-            time_limit: float, no_maxflow: bool, chunk_nodes: int, require_certified: bool, quiet: bool,
-            overwrite: bool) -> None:
+            time_limit: float, no_maxflow: bool, no_persistency: bool, no_columns: bool, chunk_nodes: int,
+            require_certified: bool, quiet: bool, overwrite: bool) -> None:
     """Label every node with the exact multiway cut, component by component.
 
     Writes CUT/labels.npy (one label per node, 0 = background/noise), CUT/components.jsonl (per
@@ -81,12 +85,14 @@ def command(graph_dir: Path, out: Path, solver: str, workers: int, backend: str 
     --time-limit keeps its best labels, uncertified, unless --require-certified.
     """
     backend = backend or ("process" if workers > 1 else "serial")
-    cfg = SolveConfig(solver=solver, time_limit=time_limit, maxflow=not no_maxflow, chunk_nodes=chunk_nodes)
+    cfg = SolveConfig(solver=solver, time_limit=time_limit, maxflow=not no_maxflow, chunk_nodes=chunk_nodes,
+                      persistency=not no_persistency, columns=not no_columns)
     check_parent(out)
     expected = {"graph": str(Path(graph_dir).resolve()),
                 "fingerprint": fingerprint(graph_dir) if Path(graph_dir).is_dir() else None,
                 "config": {"solver": solver, "time_limit": time_limit, "maxflow": not no_maxflow,
-                           "chunk_nodes": chunk_nodes}}
+                           "chunk_nodes": chunk_nodes, "persistency": not no_persistency,
+                           "columns": not no_columns}}
     if up_to_date(out, "summary.json", "inputs", expected, overwrite):
         recorded = json.loads((out / "summary.json").read_text())
         click.echo(certification_line(recorded))

@@ -30,7 +30,9 @@ ERASE = 0.7  # section 3.1: pixels with saliency >= 0.7 are erased (Algorithm 1'
 ROUNDS = 3  # Algorithm 1: t ∈ {1, 2, 3}; Table 2 reports S1..S3 (S2 and S3 best)
 BACKGROUND = 0.2  # Algorithm 2: T_c0 = 0.2
 CRF_LAMBDA = 0.98  # eq. 10: λ ∈ (0.5, 1); the best of {0.7, 0.8, 0.9, 0.98} in Table 3
-LAYERS = ("layer3", "layer4")  # the feature layers L of eq. 5 (the paper's VGG layers are not named)
+# the feature layers L of eq. 5 (the paper's VGG layers are not named): None = the trunk's stride-16 and
+# stride-32 stages (``Trunk.late_stages``: layer3, layer4 of a ResNet; the matching blocks of a Lite)
+LAYERS: tuple[str, ...] | None = None
 _CHUNK = 64  # channels upsampled at once in the per-layer max (bounds memory at image resolution)
 
 Detector = Callable[[np.ndarray], np.ndarray]
@@ -101,13 +103,14 @@ def _layer_map(grad, size: tuple[int, int]) -> np.ndarray:
     return a / peak if peak > 0 else np.zeros_like(a)
 
 
-def attention_maps(model, x, present: Sequence[int] | np.ndarray, layers: Sequence[str] = LAYERS,
+def attention_maps(model, x, present: Sequence[int] | np.ndarray, layers: Sequence[str] | None = LAYERS,
                    size: tuple[int, int] | None = None, threshold: float = THRESHOLD_SCORE) -> np.ndarray:
     """Class attention maps of one image (section 2.2, eqs. 3-5): float32 [K, H, W] in [0, 1], zero for absent classes.
 
     ``model`` is a ``MultiLabelClassifier``; ``x`` its input, [3, S, S] or [1, 3, S, S] (``to_input``);
     ``layers`` names submodules of ``model.backbone`` (ResNet stages ``layer1``..``layer4``) whose outputs
-    are the feature maps L_n; ``size`` is (H, W) of the output (default: the input's size).
+    are the feature maps L_n (None: ``model.backbone.late_stages()``); ``size`` is (H, W) of the output
+    (default: the input's size).
 
     For each present class c: H_c = ``model.raw_cams(x)[0, c-1]``; eq. 3's derivative of the thresholded
     H_c is computed as the gradient of Σ_ij mask_ij · H_c^ij (``score_mask``): the binary map is the seed
@@ -127,10 +130,12 @@ def attention_maps(model, x, present: Sequence[int] | np.ndarray, layers: Sequen
         raise LiidError(f"attention maps: expected one image [3, S, S] or [1, 3, S, S], got {list(x.shape)}")
     size = tuple(int(v) for v in (size if size is not None else x.shape[2:]))
     modules = dict(model.backbone.named_modules())
+    if layers is None:
+        layers = model.backbone.late_stages()
     missing = [name for name in layers if not name or name not in modules]
     if missing or not layers:
         raise LiidError(f"attention layers {list(layers)}: {missing or 'none given'} not in the backbone "
-                        f"(e.g. {', '.join(LAYERS)})")
+                        f"(e.g. {', '.join(model.backbone.late_stages())})")
     out = np.zeros((k, *size), dtype=np.float32)
     if len(present) == 0:
         return out
@@ -281,7 +286,7 @@ def crf_refine(image: np.ndarray, labels: np.ndarray, present: Sequence[int] | n
 
 
 def am_saliency_semantic(model, image: np.ndarray, present: Sequence[int] | np.ndarray, size: int,
-                         saliency: np.ndarray, crf: bool = True, layers: Sequence[str] = LAYERS,
+                         saliency: np.ndarray, crf: bool = True, layers: Sequence[str] | None = LAYERS,
                          background: float = BACKGROUND, lam: float = CRF_LAMBDA) -> np.ndarray:
     """The whole method on one image: int64 [H, W] class map (0 = background, else a present class).
 

@@ -162,6 +162,9 @@ class ResNetTrunk(Trunk):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def late_stages(self) -> tuple[str, ...]:
+        return ("layer3", "layer4")
+
 
 class EfficientNetLiteTrunk(_lite.EfficientNetLiteTrunk, Trunk):
     """``liid.models.efficientnet.EfficientNetLiteTrunk`` with the table's frozen-BatchNorm rule."""
@@ -169,6 +172,10 @@ class EfficientNetLiteTrunk(_lite.EfficientNetLiteTrunk, Trunk):
     def __init__(self, model: nn.Module, name: str, freeze_bn: bool = False):
         super().__init__(model, name)
         self._set_frozen_bn(freeze_bn)
+
+    def late_stages(self) -> tuple[str, ...]:
+        ends = dict(zip(self.reductions, self.stage_ends, strict=True))
+        return (f"blocks.{ends[16]}", f"blocks.{ends[32]}")
 
 
 def imagenet_url(name: str) -> str:

@@ -35,6 +35,11 @@ class Trunk(nn.Module):
     norm = None  # a liid.models.backbone.Normalization, set by build_backbone
     freeze_bn = False
 
+    def late_stages(self) -> tuple[str, ...]:
+        """Names (in ``named_modules``) of the modules whose outputs are the stride-16 and stride-32 maps:
+        the intermediate feature layers attention-based labelers differentiate (paper 000 eq. 5)."""
+        raise NotImplementedError
+
     def _set_frozen_bn(self, freeze_bn: bool) -> None:
         self.freeze_bn = freeze_bn
         if freeze_bn:
