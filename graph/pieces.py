@@ -37,6 +37,8 @@ class PieceResult:
     lower_bound: float
     objective: float
     seconds: float
+    lp_seconds: float = 0.0  # spent in the LP (counted against the component's --time-limit)
+    mip_seconds: float = 0.0  # spent in branch-and-bound (the second --time-limit)
 
 
 def _rank(method: str) -> int:
@@ -55,28 +57,40 @@ def _lp(cost, allowed, edges, weights, cfg, solve_fn, time_limit, start, block=N
 
 
 def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights: np.ndarray, cfg, solve_fn,
-                lp_done: tuple | None = None, **kw) -> PieceResult:
+                lp_done: tuple | None = None, lp_time: float | None = None, mip_time: float | None = None,
+                **kw) -> PieceResult:
     """One connected piece with >= 3 labels: eq. (11), branch-and-bound if fractional, fallbacks on time.
 
-    ``lp_done``: (lp, x, value, support) of an LP already solved for this piece (with other pieces)."""
+    ``lp_done``: (lp, x, value, support) of an LP already solved for this piece (with other pieces).
+    ``lp_time`` / ``mip_time``: what is left of the component's --time-limit for each (default: all of it)."""
     t0 = time.perf_counter()
+    lp_time = cfg.time_limit if lp_time is None else lp_time
+    mip_time = cfg.time_limit if mip_time is None else mip_time
     n = cost.shape[0]
     masked = np.where(allowed, cost, np.inf)
     start = alpha_expansion_cost(cost, allowed, edges, weights, masked.argmin(axis=1))
     e_start = labeling_cost(np.where(allowed, cost, 0.0), edges, weights, start)
     c0 = np.where(allowed, cost, 0.0)
     if lp_done is None:
-        status, lp, x, value, bound, support = _lp(cost, allowed, edges, weights, cfg, solve_fn, cfg.time_limit,
-                                                    start, **kw)
+        t_lp = time.perf_counter()
+        if lp_time > 0:
+            status, lp, x, value, bound, support = _lp(cost, allowed, edges, weights, cfg, solve_fn, lp_time,
+                                                        start, **kw)
+        else:  # earlier pieces of the component used up its LP time
+            status, bound = "time_limit", -np.inf
+        lp_secs = time.perf_counter() - t_lp
         if status != "optimal":  # the LP did not finish: alpha-expansion from the unary argmin
             lb = bound if np.isfinite(bound) else float(masked.min(axis=1).sum())  # pair weights are >= 0
             return PieceResult(start, "alpha-expansion (LP time limit)", None, lb, e_start,
-                               time.perf_counter() - t0)
+                               time.perf_counter() - t0, lp_secs)
     else:
+        lp_secs = 0.0
+    if lp_done is not None:
         lp, x, value, support = lp_done
     lab = lp.labels(x, n)
     if lp.is_integral(x).all():
-        return PieceResult(lab, "lp", value, value, labeling_cost(c0, edges, weights, lab), time.perf_counter() - t0)
+        return PieceResult(lab, "lp", value, value, labeling_cost(c0, edges, weights, lab), time.perf_counter() - t0,
+                           lp_secs)
     # fractional: branch-and-bound, first over the LP's labels (a restriction: its optimum is an upper bound,
     # optimal when it meets the LP bound), then over every allowed label if it does not
     t_mip = time.perf_counter()
@@ -85,7 +99,7 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
     mip = None
     for labels_set in ([support, allowed] if support is not None and not np.array_equal(support, allowed)
                        else [allowed]):
-        left = cfg.time_limit - (time.perf_counter() - t_mip)
+        left = mip_time - (time.perf_counter() - t_mip)
         if left <= 0:
             break
         ok = labels_set[np.arange(n), best]
@@ -96,11 +110,13 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
             e = labeling_cost(c0, edges, weights, cand)
             if e < e_best:
                 best, e_best = cand, e
+        mip_secs = time.perf_counter() - t_mip
         if labels_set is allowed and mip.status == "optimal":
             return PieceResult(best, "lp+branch-and-bound", value, max(value, mip.bound), e_best,
-                               time.perf_counter() - t0)
+                               time.perf_counter() - t0, lp_secs, mip_secs)
         if e_best <= value + tol:  # meets the LP bound: optimal
-            return PieceResult(best, "lp+branch-and-bound", value, value, e_best, time.perf_counter() - t0)
+            return PieceResult(best, "lp+branch-and-bound", value, value, e_best, time.perf_counter() - t0,
+                               lp_secs, mip_secs)
     cands = [alpha_expansion_cost(cost, allowed, edges, weights, lab), best]  # rounded LP, polished
     energies = [labeling_cost(c0, edges, weights, c) for c in cands]
     i = int(np.argmin(energies))
@@ -108,7 +124,8 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
     if mip is not None and mip.status != "optimal" and np.isfinite(mip.bound) and labels_set is allowed:
         lb = max(lb, mip.bound)
     method = "lp rounding + alpha-expansion" if i == 0 else "branch-and-bound incumbent + alpha-expansion"
-    return PieceResult(cands[i], method + " (time limit)", value, lb, energies[i], time.perf_counter() - t0)
+    return PieceResult(cands[i], method + " (time limit)", value, lb, energies[i], time.perf_counter() - t0,
+                       lp_secs, time.perf_counter() - t_mip)
 
 
 def _pieces(red: Reduction) -> tuple[int, np.ndarray]:
@@ -192,10 +209,18 @@ def solve_lp_blocks(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, we
                 lab = joint[remap[nodes]]
                 obj = labeling_cost(pc[nodes], le, lw, lab)
                 results[p] = PieceResult(lab, "lp", float(values[i]), float(values[i]), obj, share)
+    # --time-limit is per component: its pieces share one LP budget and one branch-and-bound budget
+    lp_left = np.full(num_blocks, float(cfg.time_limit))
+    mip_left = np.full(num_blocks, float(cfg.time_limit))
     for p in lp_pieces:
         if results[p] is None:
             nodes, le, lw = local(p)
-            results[p] = solve_piece(red.cost[nodes], pal[nodes], le, lw, cfg, solve_fn, **kw)
+            b = int(block[red.free[nodes[0]]])
+            r = solve_piece(red.cost[nodes], pal[nodes], le, lw, cfg, solve_fn, lp_time=lp_left[b],
+                            mip_time=mip_left[b], **kw)
+            lp_left[b] -= r.lp_seconds
+            mip_left[b] -= r.mip_seconds
+            results[p] = r
 
     for p in range(num_p):
         labels[red.free[p_nodes[p]]] = results[p].labels
