@@ -68,20 +68,26 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
     mip_time = cfg.time_limit if mip_time is None else mip_time
     n = cost.shape[0]
     masked = np.where(allowed, cost, np.inf)
-    start = alpha_expansion_cost(cost, allowed, edges, weights, masked.argmin(axis=1))
-    e_start = labeling_cost(np.where(allowed, cost, 0.0), edges, weights, start)
     c0 = np.where(allowed, cost, 0.0)
+    start, e_start = None, np.inf
+
+    def primal():  # alpha-expansion from the unary argmin: the first support, a MIP start, the fallback
+        nonlocal start, e_start
+        if start is None:
+            start = alpha_expansion_cost(cost, allowed, edges, weights, masked.argmin(axis=1))
+            e_start = labeling_cost(c0, edges, weights, start)
+        return start
     if lp_done is None:
         t_lp = time.perf_counter()
         if lp_time > 0:
             status, lp, x, value, bound, support = _lp(cost, allowed, edges, weights, cfg, solve_fn, lp_time,
-                                                        start, **kw)
+                                                        primal() if cfg.columns else None, **kw)
         else:  # earlier pieces of the component used up its LP time
             status, bound = "time_limit", -np.inf
         lp_secs = time.perf_counter() - t_lp
         if status != "optimal":  # the LP did not finish: alpha-expansion from the unary argmin
             lb = bound if np.isfinite(bound) else float(masked.min(axis=1).sum())  # pair weights are >= 0
-            return PieceResult(start, "alpha-expansion (LP time limit)", None, lb, e_start,
+            return PieceResult(primal(), "alpha-expansion (LP time limit)", None, lb, e_start,
                                time.perf_counter() - t0, lp_secs)
     else:
         lp_secs = 0.0
@@ -94,6 +100,7 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
     # fractional: branch-and-bound, first over the LP's labels (a restriction: its optimum is an upper bound,
     # optimal when it meets the LP bound), then over every allowed label if it does not
     t_mip = time.perf_counter()
+    primal()
     best, e_best = (start, e_start)
     tol = 1e-6 * max(1.0, abs(value))
     mip = None
@@ -192,7 +199,8 @@ def solve_lp_blocks(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, we
         pb[lp_pieces] = np.arange(len(lp_pieces))
         je, jw = remap[red.edges[eidx]].reshape(-1, 2), red.weights[eidx]
         jal = pal[sel]
-        start = alpha_expansion_cost(pc[sel], jal, je, jw, np.where(jal, red.cost[sel], np.inf).argmin(axis=1))
+        start = alpha_expansion_cost(pc[sel], jal, je, jw, np.where(jal, red.cost[sel], np.inf).argmin(axis=1)) \
+            if cfg.columns else None
         status, lp, x, _, _, support = _lp(pc[sel], jal, je, jw, cfg, solve_fn,
                                            cfg.time_limit * len(lp_pieces), start, block=pb[piece[sel]],
                                            num_blocks=len(lp_pieces), **kw)

@@ -11,7 +11,8 @@ Per instance (every ``*.gr`` DIMACS2 file of the folder, converted as ``tools/di
 Each gets ``--time-limit`` seconds (ours: per component, as ``liid solve-cut --time-limit``). The table gives
 seconds, certified (objective = proven bound), objective and bound, per instance and in total; ``--json``
 keeps every number. ``--variant`` adds rows of ours with a part switched off (``no-persistency``,
-``no-columns``) to see what each part buys. Everything runs in this process, one after another.
+``no-columns``, or both: ``plain``, the solver before them) to see what each part buys. Everything runs in
+this process, one after another.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from graph.solve import CERT_TOL, SolveConfig, solve_graph  # noqa: E402
 from liid.atomic import write_json  # noqa: E402
 from liid.errors import LiidError  # noqa: E402
 
-VARIANTS = {"ours": {}, "no-persistency": {"persistency": False}, "no-columns": {"columns": False}}
+VARIANTS = {"ours": {}, "no-persistency": {"persistency": False}, "no-columns": {"columns": False},
+            "plain": {"persistency": False, "columns": False}}
 
 
 def run_ours(g, time_limit: float, **overrides) -> dict:
