@@ -82,6 +82,42 @@ def register_pseudo_labels(name: str, json_file: str | os.PathLike, image_root: 
     register_coco_instances(name, dict(metadata or {}), str(json_file), str(image_root))
 
 
+def parse_register_spec(spec: str) -> tuple[str, str, str]:
+    """``NAME=JSON:IMAGES`` (``tools/train_net.py --register``) → (name, COCO JSON, image folder).
+
+    The split is at the first ``=`` and the last ``:``, so the paths may hold ``=``. LiidError if a part is
+    missing, the name is one of the standard names (``LAYOUT``), the JSON is not a file or IMAGES not a folder."""
+    name, eq, rest = spec.partition("=")
+    js, colon, images = rest.rpartition(":")
+    if not (eq and colon and name.strip() and js and images):
+        raise LiidError(f"--register {spec!r}: expected NAME=JSON:IMAGES, e.g. "
+                        "my_pseudo_train=out/labels/instances.json:data/JPEGImages")
+    name = name.strip()
+    if name in LAYOUT:
+        raise LiidError(f"--register {spec!r}: {name!r} is a standard name (--liid-root registers it); "
+                        "choose another")
+    if not os.path.isfile(js):
+        raise LiidError(f"--register {spec!r}: {js}: not found")
+    if not os.path.isdir(images):
+        raise LiidError(f"--register {spec!r}: {images}: not a folder")
+    return name, js, images
+
+
+def register_specs(specs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Register every ``--register NAME=JSON:IMAGES``; returns name → (JSON, images) for the checks."""
+    out: dict[str, tuple[str, str]] = {}
+    for spec in specs:
+        name, js, images = parse_register_spec(spec)
+        if name in out and out[name] != (js, images):
+            raise LiidError(f"--register: {name!r} given twice with different files")
+        out[name] = (js, images)
+    if out:
+        _detectron2_data()
+    for name, (js, images) in out.items():
+        register_pseudo_labels(name, js, images)
+    return out
+
+
 def register_liid_datasets(root: str | os.PathLike) -> list[str]:
     """Register the standard names of the layout above (module docstring) under ``root``; returns the names."""
     _detectron2_data()
@@ -103,12 +139,13 @@ def _is_number(v: object) -> bool:
 
 
 def check_config_datasets(num_classes: int, train: Sequence[str], test: Sequence[str],
-                          root: str | os.PathLike) -> None:
+                          root: str | os.PathLike, extra: dict[str, tuple[str, str]] | None = None) -> None:
     """Before any training starts: every LIID dataset a config names (``DATASETS.TRAIN``/``TEST``) exists,
     reads as detectron2 reads it (``coco_json_check``), has ``num_classes`` categories
-    (``MODEL.ROI_HEADS.NUM_CLASSES``), and a training set has annotations. Names outside ``LAYOUT`` are
-    the user's own registrations and are left to detectron2. LiidError naming the file otherwise."""
-    paths = liid_dataset_paths(root)
+    (``MODEL.ROI_HEADS.NUM_CLASSES``), and a training set has annotations. ``extra``: the ``--register``
+    names, checked alike. Other names are the user's own registrations in code and are left to detectron2.
+    LiidError naming the file otherwise."""
+    paths = {**liid_dataset_paths(root), **(extra or {})}
     for name in [*train, *test]:
         if name not in paths:
             continue

@@ -362,3 +362,23 @@ def test_config_datasets_checked_before_training(layout, tmp_path):
     with pytest.raises(LiidError, match="no annotations to train on"):
         check_config_datasets(6, train, test, root)
     check_config_datasets(6, [], ["liid_synthetic_pseudo_train"], root)  # an empty test set is not an error
+
+
+def test_register_spec_needs_no_code(layout, tmp_path):
+    """--register NAME=JSON:IMAGES: parsed at the last ':', refused with one line naming what is wrong,
+    and checked before training like the standard names."""
+    from detection.register import check_config_datasets, parse_register_spec
+
+    js = layout / "synthetic_pseudo" / "instances.json"
+    images = layout / "synthetic" / "JPEGImages"
+    assert parse_register_spec(f"mine={js}:{images}") == ("mine", str(js), str(images))
+    for bad, what in ((f"{js}:{images}", "expected NAME=JSON:IMAGES"), (f"mine={js}", "expected NAME=JSON:IMAGES"),
+                      (f"liid_voc_val={js}:{images}", "standard name"),
+                      (f"mine={tmp_path / 'no.json'}:{images}", "no.json: not found"),
+                      (f"mine={js}:{tmp_path / 'nowhere'}", "nowhere: not a folder")):
+        with pytest.raises(LiidError, match=what):
+            parse_register_spec(bad)
+    extra = {"mine": (str(js), str(images))}
+    check_config_datasets(6, ["mine"], [], layout, extra)
+    with pytest.raises(LiidError, match="6 categories, but the config's"):
+        check_config_datasets(3, ["mine"], [], layout, extra)

@@ -8,8 +8,14 @@ A thin script over detectron2's ``DefaultTrainer``, in the manner of detectron2'
 take this file as an example and change it, rather than growing options. The datasets the configs name
 (``liid_voc_pseudo_train``, ``liid_voc_val``, ...) are registered from ``--liid-root`` (default: the
 ``LIID_DATASETS`` environment variable, else ``datasets``) in the layout of ``detection/register.py``;
-evaluation is ``COCOEvaluator`` (mask and box AP). Trailing ``KEY VALUE`` pairs override the config, e.g.
-``DATASETS.TRAIN '("my_name",)'`` or ``SOLVER.IMS_PER_BATCH 8 SOLVER.BASE_LR 0.01``.
+evaluation is ``COCOEvaluator`` (mask and box AP). A dataset of your own needs no code:
+``--register NAME=JSON:IMAGES`` (repeatable) registers a COCO instances JSON (``liid export``'s, or any) with
+its image folder, checked like the standard ones before training, e.g.
+
+    python tools/train_net.py --config-file detection/configs/mask_rcnn_R_50_FPN_voc_pseudo.yaml \
+        --register my_train=cut_out/instances.json:data/JPEGImages DATASETS.TRAIN '("my_train",)'
+
+Trailing ``KEY VALUE`` pairs override the config, e.g. ``SOLVER.IMS_PER_BATCH 8 SOLVER.BASE_LR 0.01``.
 
 detectron2 is imported lazily: without it the script prints how to install it and exits with status 2.
 """
@@ -63,14 +69,19 @@ def build_trainer_class():
 def main(args):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from detection.register import check_config_datasets, register_liid_datasets
+    from detection.register import check_config_datasets, register_liid_datasets, register_specs
     from liid.errors import LiidError
 
     register_liid_datasets(args.liid_root)  # in every worker process: launch() spawns them
+    try:
+        extra = register_specs(args.register)
+    except LiidError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     cfg = setup(args)
     try:  # the LIID datasets the config names: present, readable, NUM_CLASSES categories; before any training
         check_config_datasets(cfg.MODEL.ROI_HEADS.NUM_CLASSES, () if args.eval_only else cfg.DATASETS.TRAIN,
-                              cfg.DATASETS.TEST, args.liid_root)
+                              cfg.DATASETS.TEST, args.liid_root, extra)
     except LiidError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -91,6 +102,8 @@ def cli(argv: list[str] | None = None) -> None:
     parser = default_argument_parser()
     parser.add_argument("--liid-root", default=os.environ.get("LIID_DATASETS", "datasets"),
                         help="folder holding voc/, coco/, synthetic/ in the layout of detection/register.py")
+    parser.add_argument("--register", action="append", default=[], metavar="NAME=JSON:IMAGES",
+                        help="register a COCO instances JSON and its image folder as dataset NAME (repeatable)")
     args = parser.parse_args(argv)
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
