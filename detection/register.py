@@ -37,7 +37,7 @@ from pathlib import Path
 from liid.errors import LiidError
 
 INSTALL_HINT = ("detectron2 is not installed; see README (Mask R-CNN with detectron2): "
-                "pip install 'git+https://github.com/facebookresearch/detectron2.git'")
+                "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'")
 
 # name -> (COCO JSON, image folder), relative to ROOT
 LAYOUT: dict[str, tuple[str, str]] = {

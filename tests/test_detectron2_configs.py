@@ -313,7 +313,7 @@ def test_train_net_without_detectron2():
     assert res.returncode == 2, res
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "detectron2 is not installed" in lines[0], res.stderr
-    assert "pip install 'git+https://github.com/facebookresearch/detectron2.git'" in lines[0]
+    assert "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'" in lines[0]
     assert res.stdout == ""
 
 

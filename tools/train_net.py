@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import sys
 
-INSTALL = ("train_net.py: detectron2 is not installed. Install it from source with a CUDA build of torch "
-           "matching your driver: pip install 'git+https://github.com/facebookresearch/detectron2.git' "
-           "(README: Mask R-CNN with detectron2)")
+INSTALL = ("train_net.py: detectron2 is not installed. Install it from source after torch (a CUDA build "
+           "matching your driver on a GPU machine): pip install --no-build-isolation "
+           "'git+https://github.com/facebookresearch/detectron2.git' (README: Mask R-CNN with detectron2)")
 
 
 def _require_detectron2() -> None:
@@ -61,7 +61,8 @@ def build_trainer_class():
         @classmethod
         def build_evaluator(cls, cfg, dataset_name, output_folder=None):
             output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
+            # the tasks named: inferred from the predictions, segm AP goes missing when a model predicts nothing
+            return COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder)
 
     return Trainer
 
