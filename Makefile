@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+D2_STAMP := $(VENV)/.detectron2
+
 .PHONY: demo test lint bench clean-venv
 
 $(STAMP): requirements.lock pyproject.toml tools/repair_torchvision.py
@@ -15,11 +17,17 @@ $(STAMP): requirements.lock pyproject.toml tools/repair_torchvision.py
 	$(BIN)/python tools/repair_torchvision.py
 	touch $(STAMP)
 
+# detectron2 from ../shared/vendor (not on any registry here): the wheel is built once per machine and cached
+# under ~/.cache/liid/wheels (tools/build_detectron2.py); without the tarball this says why and does nothing
+$(D2_STAMP): $(STAMP) requirements-detectron2.lock tools/build_detectron2.py
+	$(BIN)/python tools/build_detectron2.py
+	touch $(D2_STAMP)
+
 # the whole pipeline on the synthetic set, end to end, with demo_out/report.html (tools/demo.py); reruns skip done stages
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) $(D2_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

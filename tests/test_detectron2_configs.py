@@ -55,6 +55,10 @@ D2_KEYS = {
     "SOLVER.IMS_PER_BATCH": int, "SOLVER.BASE_LR": float, "SOLVER.MOMENTUM": float, "SOLVER.WEIGHT_DECAY": float,
     "SOLVER.STEPS": tuple, "SOLVER.MAX_ITER": int, "SOLVER.WARMUP_ITERS": int, "SOLVER.CHECKPOINT_PERIOD": int,
     "TEST.EVAL_PERIOD": int, "TEST.DETECTIONS_PER_IMAGE": int,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": int, "MODEL.FPN.NORM": str, "MODEL.ROI_BOX_HEAD.NUM_CONV": int,
+    "MODEL.ROI_BOX_HEAD.NORM": str, "MODEL.ROI_MASK_HEAD.NORM": str,
+    # ours (detection/d2_lite.py add_lite_config), not detectron2's
+    "MODEL.LITE.NAME": str, "MODEL.LITE.WEIGHTS": str, "MODEL.LITE.FREEZE_BN": bool, "MODEL.LITE.OUT_FEATURES": list,
 }
 # config file -> number of classes of its dataset
 DATASET_CONFIGS = {

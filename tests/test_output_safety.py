@@ -271,17 +271,17 @@ def uncertified(monkeypatch):
 def test_uncertified_cut_says_so_last(tmp_path, uncertified):
     store = write_store(tmp_path / "store")
     assert invoke("build-graph", store, "--out", tmp_path / "g").exit_code == 0
-    res = invoke("solve-cut", "--graph", tmp_path / "g", "--out", tmp_path / "cut", "--no-maxflow")
+    # --no-persistency: Kovtun's test would settle this small graph without any LP
+    cut = ("solve-cut", "--graph", tmp_path / "g", "--no-maxflow", "--no-persistency")
+    res = invoke(*cut, "--out", tmp_path / "cut")
     assert res.exit_code == 0, res.output
     assert res.stdout.strip().splitlines()[-1].startswith("NOT CERTIFIED: 1 of 1 components")
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["all_certified"] is False and summary["uncertified_components"] == [0]
     # the proof demanded: refused, on a rerun too (the skip must not turn it into success)
-    res = invoke("solve-cut", "--graph", tmp_path / "g", "--out", tmp_path / "cut", "--no-maxflow",
-                 "--require-certified")
+    res = invoke(*cut, "--out", tmp_path / "cut", "--require-certified")
     assert_one_line_error(res, "1 of 1 components", "uncertified", "--require-certified")
-    res = invoke("solve-cut", "--graph", tmp_path / "g", "--out", tmp_path / "cut2", "--no-maxflow",
-                 "--require-certified", "--quiet")
+    res = invoke(*cut, "--out", tmp_path / "cut2", "--require-certified", "--quiet")
     assert_one_line_error(res, "not written", "uncertified")
     assert not (tmp_path / "cut2").exists()
 
