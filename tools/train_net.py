@@ -43,9 +43,14 @@ def setup(args):
     from detectron2.config import get_cfg
     from detectron2.engine import default_setup
 
+    from detection.d2_lite import add_lite_config, check_lite_input  # also registers build_lite_fpn_backbone
+
     cfg = get_cfg()
+    add_lite_config(cfg)  # the MODEL.LITE keys of the EfficientNet-Lite configs
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if cfg.MODEL.BACKBONE.NAME == "build_lite_fpn_backbone":
+        check_lite_input(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -79,7 +84,11 @@ def main(args):
     except LiidError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    cfg = setup(args)
+    try:
+        cfg = setup(args)
+    except LiidError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     try:  # the LIID datasets the config names: present, readable, NUM_CLASSES categories; before any training
         check_config_datasets(cfg.MODEL.ROI_HEADS.NUM_CLASSES, () if args.eval_only else cfg.DATASETS.TRAIN,
                               cfg.DATASETS.TEST, args.liid_root, extra)
