@@ -1,8 +1,10 @@
 """Evaluate pseudo-labels (or a model's predictions) against a dataset's ground truth.
 
-Instances: COCO mask AP from pycocotools' ``COCOeval`` (``segm``; AP at IoU 0.5:0.95, AP50, AP75, per-class
-AP50) and ABO, the average best overlap of PRM/LIID: for every non-crowd ground-truth instance, the best mask
-IoU of any prediction of its class in its image (0 when there is none), averaged over all instances;
+Instances: COCO mask AP from pycocotools' ``COCOeval`` (``segm``; AP at IoU 0.5:0.95, AP50, AP75, AP small /
+medium / large, per-class AP50), VOC's mAP^r at IoU 0.25 / 0.5 / 0.7 / 0.75 (``detection.map_r``, what PRM,
+IRNet and BESTIE report) and ABO, the average best overlap of PRM/LIID: for every non-crowd ground-truth
+instance, the best mask IoU of any prediction of its class in its image (0 when there is none), averaged over
+all instances;
 ``abo_class_agnostic`` takes the best over every prediction of the image, whatever its class.
 
 Semantic: one confusion matrix over all pixels → per-class IoU, mIoU (over the classes present in the ground
@@ -28,6 +30,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from detection.map_r import THRESHOLDS, map_r
 from liid.atomic import read_json
 from liid.datasets.base import IGNORE, Dataset, ImageInfo, check_image_files
 from liid.datasets.voc import read_index_png
@@ -318,6 +321,18 @@ def evaluate_instances(dataset: Dataset, pred: dict | list | str | os.PathLike,
     same_a, agnostic_a, cls_a = np.concatenate(same), np.concatenate(agnostic), np.concatenate(gt_cls)
     dt_cls = np.asarray([d["category_id"] for d in dets], dtype=np.int64)
 
+    # VOC's mAP^r (detection/map_r.py) on the same images: every prediction, crowd ground truth ignored
+    gt_by_image: dict[object, list[dict]] = {}
+    for a in gt["annotations"]:
+        gt_by_image.setdefault(a["image_id"], []).append(a)
+    eids = list(solid)
+    mr = map_r([([a["segmentation"] for a in gt_by_image.get(e, [])],
+                 np.asarray([a["category_id"] for a in gt_by_image.get(e, [])], dtype=np.int64),
+                 np.asarray([a["iscrowd"] for a in gt_by_image.get(e, [])], dtype=bool)) for e in eids],
+               [([d["segmentation"] for d in by_image.get(e, [])],
+                 np.asarray([d["category_id"] for d in by_image.get(e, [])], dtype=np.int64),
+                 np.asarray([d.get("score", 1.0) for d in by_image.get(e, [])], dtype=np.float64)) for e in eids])
+
     precision = ev.eval["precision"]  # [T, R, K, A, M]; A = 0: all areas, M = 2: 100 detections
     per_class = {}
     for kk, k in enumerate(ev.params.catIds):
@@ -325,8 +340,12 @@ def evaluate_instances(dataset: Dataset, pred: dict | list | str | os.PathLike,
         per_class[dataset.classes[k]] = {
             "ap": _mean_valid(precision[:, :, kk, 0, 2]), "ap50": _mean_valid(precision[0, :, kk, 0, 2]),
             "abo": float(same_a[sel].mean()) if sel.any() else None,
+            "map_r50": mr["per_class"].get(k, {}).get(0.5),
             "gt_instances": int(sel.sum()), "predictions": int((dt_cls == k).sum())}
+    size_ap = [None if v < 0 else float(v) for v in ev.stats[3:6]]  # COCO's -1: no instance of that size
     return {"kind": "instances", "ap": float(ev.stats[0]), "ap50": float(ev.stats[1]), "ap75": float(ev.stats[2]),
+            "ap_small": size_ap[0], "ap_medium": size_ap[1], "ap_large": size_ap[2],
+            "map_r": {f"{t:g}": mr["map_r"][t] for t in THRESHOLDS},
             "abo": float(same_a.mean()), "abo_class_agnostic": float(agnostic_a.mean()),
             "images": len(solid), "gt_instances": int(n_gt),
             "crowd_instances": sum(a["iscrowd"] for a in gt["annotations"]), "predictions": len(dets),
@@ -419,6 +438,10 @@ def format_table(result: dict) -> str:
                  f"{_fmt(result['ap']):>6} {_fmt(result['ap50']):>6} {_fmt(result['abo']):>6}")
         foot = (f"AP75 {_fmt(result['ap75'])}  class-agnostic ABO {_fmt(result['abo_class_agnostic'])}  "
                 f"({result['images']} images, {result['crowd_instances']} crowd instances ignored)")
+        if "map_r" in result:
+            foot += ("\nAP small/medium/large " + " / ".join(_fmt(result[k]) for k in ("ap_small", "ap_medium",
+                                                                                         "ap_large"))
+                     + "  VOC mAP^r " + "  ".join(f"@{t} {_fmt(v)}" for t, v in result["map_r"].items()))
     else:
         head = f"{'class':<{width}} {'gt px':>10} {'pred px':>10} {'IoU':>6}"
         rows = [f"{c:<{width}} {e['gt_pixels']:>10} {e['pred_pixels']:>10} {_fmt(e['iou']):>6}"

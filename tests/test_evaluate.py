@@ -99,10 +99,13 @@ def test_perfect_prediction(ds):
     assert r["abo"] == r["abo_class_agnostic"] == 1.0
     assert (r["images"], r["gt_instances"], r["crowd_instances"], r["predictions"]) == (3, 5, 1, 5)
     assert r["image_match"] == "file_name"
-    assert r["per_class"]["cat"] == {"ap": 1.0, "ap50": 1.0, "abo": 1.0, "gt_instances": 3, "predictions": 3}
+    assert r["per_class"]["cat"] == {"ap": 1.0, "ap50": 1.0, "abo": 1.0, "map_r50": 1.0, "gt_instances": 3,
+                                     "predictions": 3}
     assert r["per_class"]["bird"]["ap50"] is None and r["per_class"]["bird"]["gt_instances"] == 0
+    assert r["per_class"]["bird"]["map_r50"] is None
+    assert r["map_r"] == {"0.25": 1.0, "0.5": 1.0, "0.7": 1.0, "0.75": 1.0}  # VOC mAP^r, crowd ignored
     table = format_table(r)
-    assert "overall" in table and "AP50" in table and "bird" in table
+    assert "overall" in table and "AP50" in table and "bird" in table and "VOC mAP^r @0.25 1.000  @0.5 1.000" in table
 
 
 def test_shifted_mask_lowers_ap75_and_abo(ds):
