@@ -43,11 +43,17 @@ class CutGraph:
 
     def with_components(self) -> CutGraph:
         """Label connected components (eq. 12) with scipy; each is an independent multiway cut."""
-        n = self.num_nodes
-        adj = coo_matrix((np.ones(len(self.edges)), (self.edges[:, 0], self.edges[:, 1])), shape=(n, n))
-        _, comp = connected_components(adj, directed=False)
+        _, comp = components(self.num_nodes, self.edges)
         self.component = comp.astype(np.int32)
         return self
+
+
+def components(num_nodes: int, edges: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of an undirected graph (scipy): their number and each node's component."""
+    if num_nodes == 0:
+        return 0, np.zeros(0, dtype=np.int64)
+    adj = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_nodes, num_nodes))
+    return connected_components(adj, directed=False)
 
 
 def validate_graph(g: CutGraph, where: str = "graph") -> None:

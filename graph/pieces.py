@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from graph.ckr import ckr_lp_cost
 from graph.columns import solve_columns
 from graph.energy import labeling_cost
+from graph.graph_file import components
 from graph.maxflow_moves import alpha_expansion_cost, binary_cut_cost, binary_structure
-from graph.persistency import Reduction, persistency, reduce
+from graph.persistency import persistency, reduce
 
 # the worse of two piece methods names the component (a fallback over an exact path, B&B over a plain LP)
 _RANK = ["trivial", "maxflow", "lp", "lp+branch-and-bound"]
@@ -57,11 +56,9 @@ def _lp(cost, allowed, edges, weights, cfg, solve_fn, time_limit, start, block=N
 
 
 def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights: np.ndarray, cfg, solve_fn,
-                lp_done: tuple | None = None, lp_time: float | None = None, mip_time: float | None = None,
-                **kw) -> PieceResult:
+                lp_time: float | None = None, mip_time: float | None = None, **kw) -> PieceResult:
     """One connected piece with >= 3 labels: eq. (11), branch-and-bound if fractional, fallbacks on time.
 
-    ``lp_done``: (lp, x, value, support) of an LP already solved for this piece (with other pieces).
     ``lp_time`` / ``mip_time``: what is left of the component's --time-limit for each (default: all of it)."""
     t0 = time.perf_counter()
     lp_time = cfg.time_limit if lp_time is None else lp_time
@@ -77,22 +74,17 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
             start = alpha_expansion_cost(cost, allowed, edges, weights, masked.argmin(axis=1))
             e_start = labeling_cost(c0, edges, weights, start)
         return start
-    if lp_done is None:
-        t_lp = time.perf_counter()
-        if lp_time > 0:
-            status, lp, x, value, bound, support = _lp(cost, allowed, edges, weights, cfg, solve_fn, lp_time,
-                                                        primal() if cfg.columns else None, **kw)
-        else:  # earlier pieces of the component used up its LP time
-            status, bound = "time_limit", -np.inf
-        lp_secs = time.perf_counter() - t_lp
-        if status != "optimal":  # the LP did not finish: alpha-expansion from the unary argmin
-            lb = bound if np.isfinite(bound) else float(masked.min(axis=1).sum())  # pair weights are >= 0
-            return PieceResult(primal(), "alpha-expansion (LP time limit)", None, lb, e_start,
-                               time.perf_counter() - t0, lp_secs)
-    else:
-        lp_secs = 0.0
-    if lp_done is not None:
-        lp, x, value, support = lp_done
+    t_lp = time.perf_counter()
+    if lp_time > 0:
+        status, lp, x, value, bound, support = _lp(cost, allowed, edges, weights, cfg, solve_fn, lp_time,
+                                                    primal() if cfg.columns else None, **kw)
+    else:  # earlier pieces of the component used up its LP time
+        status, bound = "time_limit", -np.inf
+    lp_secs = time.perf_counter() - t_lp
+    if status != "optimal":  # the LP did not finish: alpha-expansion from the unary argmin
+        lb = bound if np.isfinite(bound) else float(masked.min(axis=1).sum())  # pair weights are >= 0
+        return PieceResult(primal(), "alpha-expansion (LP time limit)", None, lb, e_start,
+                           time.perf_counter() - t0, lp_secs)
     lab = lp.labels(x, n)
     if lp.is_integral(x).all():
         return PieceResult(lab, "lp", value, value, labeling_cost(c0, edges, weights, lab), time.perf_counter() - t0,
@@ -135,14 +127,6 @@ def solve_piece(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weight
                        lp_secs, time.perf_counter() - t_mip)
 
 
-def _pieces(red: Reduction) -> tuple[int, np.ndarray]:
-    f = red.free.size
-    if f == 0:
-        return 0, np.zeros(0, dtype=np.int64)
-    A = coo_matrix((np.ones(len(red.edges)), (red.edges[:, 0], red.edges[:, 1])), shape=(f, f))
-    return connected_components(A, directed=False)
-
-
 def solve_lp_blocks(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, weights: np.ndarray,
                     block: np.ndarray, num_blocks: int, cfg, solve_fn, **kw) -> tuple[np.ndarray, list[dict]]:
     """Labels [n] and per block a dict (method, lp_value, lower_bound, objective, seconds) for nodes in
@@ -156,8 +140,9 @@ def solve_lp_blocks(cost: np.ndarray, allowed: np.ndarray, edges: np.ndarray, we
         red = reduce(masked, edges, weights, np.full(n, -1, dtype=np.int64))
     t_pers = time.perf_counter() - t0
     labels = red.fixed.copy()
-    num_p, piece = _pieces(red)
-    p_nodes = [np.nonzero(piece == p)[0] for p in range(num_p)] if num_p else []
+    num_p, piece = components(red.free.size, red.edges)
+    porder = np.argsort(piece, kind="stable")  # nodes of each piece, in one pass (not one scan per piece)
+    p_nodes = np.split(porder, np.searchsorted(piece[porder], np.arange(num_p))[1:]) if num_p else []
     ep = piece[red.edges[:, 0]] if len(red.edges) else np.zeros(0, dtype=np.int64)
     eorder = np.argsort(ep, kind="stable")
     p_edges = np.split(eorder, np.searchsorted(ep[eorder], np.arange(num_p))[1:]) if num_p else []
