@@ -13,16 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from cli_helpers import invoke
+from cli_helpers import oracle_layout
 
 from detection.register import LAYOUT, coco_json_check, liid_dataset_paths, register_liid_datasets
 from liid.datasets import VOC_CLASSES, open_dataset
 from liid.datasets.synthetic import CLASSES as SYNTHETIC_CLASSES
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
 from liid.errors import LiidError
-from proposals.store import masks_to_proposals, write_proposal_store
 
 yaml = pytest.importorskip("yaml")
 
@@ -185,21 +183,7 @@ def test_register_with_detectron2(tmp_path):  # pragma: no cover - runs where de
 def layout(tmp_path_factory):
     """ROOT/synthetic: a 6-image synthetic set; ROOT/synthetic_pseudo: its oracle labels (the layout of
     detection/register.py)."""
-    root = tmp_path_factory.mktemp("d2")
-    syn = root / "synthetic"
-    write_synthetic(syn, 6, seed=1, config=SyntheticConfig(size=64), progress=False)
-    ds = open_dataset(syn)
-    meta, props = [], []
-    for im in ds.images:
-        inst = ds.instances(im.id)
-        masks = np.concatenate([inst.masks, inst.masks[:, ::-1, :]])  # the GT and its upside-down copy
-        meta.append({"id": im.id, "file_name": im.file.name, "height": im.height, "width": im.width})
-        props.append(masks_to_proposals(masks, np.ones(len(masks))))
-    write_proposal_store(root / "props", meta, props)
-    res = invoke("label", "--method", "oracle", "--dataset", syn, "--proposals", root / "props",
-                 "--out", root / "synthetic_pseudo")
-    assert res.exit_code == 0, res.output
-    return root
+    return oracle_layout(tmp_path_factory.mktemp("d2"), images=6, size=64, seed=1)
 
 
 RECORD_FIELDS = {"file_name": str, "height": int, "width": int, "image_id": int, "annotations": list}

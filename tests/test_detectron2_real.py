@@ -15,10 +15,7 @@ import numpy as np
 import pytest
 
 from detection.register import coco_json_check
-from liid.datasets import open_dataset
-from liid.datasets.synthetic import SyntheticConfig, write_synthetic
-from proposals.store import masks_to_proposals, write_proposal_store
-from tests.cli_helpers import invoke
+from tests.cli_helpers import oracle_layout
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "detection" / "configs"
@@ -78,21 +75,7 @@ def test_coco_json_check_equals_load_coco_json_on_coco_mini():
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """ROOT/synthetic (20 images) and ROOT/synthetic_pseudo (its oracle export), detectron2's layout."""
-    root = tmp_path_factory.mktemp("d2real")
-    syn = root / "synthetic"
-    write_synthetic(syn, 20, seed=3, config=SyntheticConfig(size=96), progress=False)
-    ds = open_dataset(syn)
-    meta, props = [], []
-    for im in ds.images:
-        inst = ds.instances(im.id)
-        masks = np.concatenate([inst.masks, inst.masks[:, ::-1, :]])
-        meta.append({"id": im.id, "file_name": im.file.name, "height": im.height, "width": im.width})
-        props.append(masks_to_proposals(masks, np.ones(len(masks))))
-    write_proposal_store(root / "props", meta, props)
-    res = invoke("label", "--method", "oracle", "--dataset", syn, "--proposals", root / "props",
-                 "--out", root / "synthetic_pseudo")
-    assert res.exit_code == 0, res.output
-    return root
+    return oracle_layout(tmp_path_factory.mktemp("d2real"), images=20, size=96, seed=3)
 
 
 def test_coco_json_check_equals_load_coco_json_on_an_export(root):

@@ -5,6 +5,7 @@ as an uninterrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,15 +124,25 @@ def start_proposals(dataset: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@contextlib.contextmanager
+def proposals_run(dataset: Path, out: Path):
+    """A ``liid proposals`` run in its own process; yields it and the list of processes to SIGKILL at the end
+    (a test adds the workers it finds), so nothing it started outlives the test."""
+    run = start_proposals(dataset, out)
+    started: list = [run]
+    try:
+        yield run, started
+    finally:
+        kill_all(started)
+
+
 # ----------------------------------------------------------------------------------------------- the tests
 
 
 def test_kill_9_leaves_no_worker_and_a_rerun_resumes(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "P"
     partial = tmp_path / "P.partial"
-    run = start_proposals(dataset, out)
-    started: list = [run]
-    try:
+    with proposals_run(dataset, out) as (run, started):
         wait_for(lambda: len(workers_of(run.pid)) == 2 and images_done(partial), 60, "two workers at work", run)
         family = psutil.Process(run.pid).children(recursive=True)  # the workers and the resource tracker
         started += family
@@ -143,8 +154,6 @@ def test_kill_9_leaves_no_worker_and_a_rerun_resumes(dataset: Path, tmp_path: Pa
         done = images_done(partial)
         time.sleep(0.3)
         assert images_done(partial) == done  # nobody writes there any more
-    finally:
-        kill_all(started)
 
     train = len((dataset / "ImageSets/Segmentation/train.txt").read_text().split())
     assert not out.exists() and 0 < len(done) < train
@@ -160,9 +169,7 @@ def test_kill_9_leaves_no_worker_and_a_rerun_resumes(dataset: Path, tmp_path: Pa
 def test_second_run_is_refused_while_the_first_holds_the_lock(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "P"
     partial = tmp_path / "P.partial"
-    run = start_proposals(dataset, out)
-    started: list = [run]
-    try:
+    with proposals_run(dataset, out) as (run, started):
         wait_for(lambda: images_done(partial), 60, "the first image", run)
         settings = (partial / "settings.json").read_bytes()
         before = set(images_done(partial))
@@ -179,8 +186,6 @@ def test_second_run_is_refused_while_the_first_holds_the_lock(dataset: Path, tmp
         os.kill(run.pid, signal.SIGKILL)
         run.wait(timeout=10)
         wait_for(lambda: not running(started[1:]), 10, "the workers to die with their parent")
-    finally:
-        kill_all(started)
     with run_lock(partial) as lock:  # the dead run's lock file does not block
         assert lock.path.read_text() == f"{os.getpid()}\n"
 
