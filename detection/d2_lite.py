@@ -48,8 +48,10 @@ def check_lite_input(cfg) -> None:
     norm = backbone_norm(cfg.MODEL.LITE.NAME)
     mean = [255.0 * m for m in norm.mean]
     std = [255.0 * s for s in norm.std]
-    ok = (cfg.INPUT.FORMAT == "RGB" and all(abs(a - b) < 0.5 for a, b in zip(cfg.MODEL.PIXEL_MEAN, mean, strict=True))
-          and all(abs(a - b) < 0.5 for a, b in zip(cfg.MODEL.PIXEL_STD, std, strict=True)))
+    def same(got, want):
+        return len(got) == len(want) and all(abs(a - b) < 0.5 for a, b in zip(got, want, strict=True))
+
+    ok = cfg.INPUT.FORMAT == "RGB" and same(cfg.MODEL.PIXEL_MEAN, mean) and same(cfg.MODEL.PIXEL_STD, std)
     if not ok:
         raise LiidError(f"{cfg.MODEL.LITE.NAME} expects INPUT.FORMAT RGB, MODEL.PIXEL_MEAN "
                         f"{[round(m, 3) for m in mean]}, MODEL.PIXEL_STD {[round(s, 3) for s in std]}; the config has "

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", nargs="*", default=[], choices=[v for v in VARIANTS if v != "ours"])
     ap.add_argument("--json", help="write every number here")
     a = ap.parse_args(argv)
+    if not a.time_limit > 0:
+        print(f"error: --time-limit: need seconds > 0, got {a.time_limit}", file=sys.stderr)
+        return 2
     files = sorted(Path(a.instances).glob("*.gr"))
     if not files:
         print(f"error: {a.instances}: no *.gr files", file=sys.stderr)

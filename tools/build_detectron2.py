@@ -31,6 +31,17 @@ VENDOR = ROOT.parent / "shared" / "vendor"
 LOCK = ROOT / "requirements-detectron2.lock"
 
 
+class BuildError(Exception):
+    """A build or install step failed: one line naming the file or the step."""
+
+
+def _run(cmd: list[str], what: str, **kw) -> None:
+    try:
+        subprocess.run(cmd, check=True, **kw)
+    except subprocess.CalledProcessError as e:
+        raise BuildError(f"{what} failed (exit status {e.returncode}; pip's output is above)") from None
+
+
 def tarball() -> Path | None:
     found = sorted(VENDOR.glob("detectron2-*.tar.gz"))
     return found[-1] if found else None
@@ -64,17 +75,19 @@ def build_wheel(src: Path, dest: Path) -> Path:
         roots = [p for p in (tmp / "src").iterdir() if (p / "setup.py").is_file()]
         source = roots[0] if roots else tmp / "src"
         if not (source / "setup.py").is_file():
-            raise SystemExit(f"error: {src}: no setup.py inside")
+            raise BuildError(f"{src}: no setup.py inside")
         out = tmp / "wheel"
         print(f"building detectron2 from {src.name} (a few CPU-minutes, once per machine) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "-w", str(out), str(source)], check=True, env={**os.environ, "MAX_JOBS": str(os.cpu_count())})
+        _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
+              str(source)], f"building the detectron2 wheel from {src}",
+             env={**os.environ, "MAX_JOBS": str(os.cpu_count())})
         (whl,) = out.glob("detectron2-*.whl")
         final = dest / whl.name
         part = dest / (whl.name + f".tmp-{os.getpid()}")
         shutil.copyfile(whl, part)
         if part.stat().st_size != whl.stat().st_size:
-            raise SystemExit(f"error: {part}: short copy")
+            part.unlink()
+            raise BuildError(f"{part}: short copy to the cache")
         os.replace(part, final)
         return final
 
@@ -91,17 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     if src is None:
         print(f"detectron2: skipped, no {VENDOR}/detectron2-*.tar.gz (its tests will skip)")
         return 0
-    key_dir = cache_dir() / wheel_key(src)
-    wheels = sorted(key_dir.glob("detectron2-*.whl")) if key_dir.is_dir() else []
-    whl = wheels[-1] if wheels else build_wheel(src, key_dir)
-    if not wheels:
-        print(f"detectron2: built {whl}", flush=True)
-    else:
-        print(f"detectron2: cached wheel {whl}", flush=True)
-    pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "-r", str(LOCK)], check=True)
-    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(whl)], check=True)
-    subprocess.run([sys.executable, "-c", "import detectron2, detectron2._C"], check=True)
+    try:
+        key_dir = cache_dir() / wheel_key(src)
+        wheels = sorted(key_dir.glob("detectron2-*.whl")) if key_dir.is_dir() else []
+        whl = wheels[-1] if wheels else build_wheel(src, key_dir)
+        print(f"detectron2: {'cached wheel' if wheels else 'built'} {whl}", flush=True)
+        pip = [sys.executable, "-m", "pip", "install", "-q"]
+        _run([*pip, "-r", str(LOCK)], f"installing {LOCK.name}")
+        _run([*pip, "--no-deps", "--force-reinstall", str(whl)], f"installing {whl}")
+        _run([sys.executable, "-c", "import detectron2, detectron2._C"], f"importing the installed {whl.name}")
+    except (BuildError, OSError, tarfile.TarError) as e:
+        print(f"error: detectron2: {e}", file=sys.stderr)
+        return 2
     print("detectron2: installed", flush=True)
     return 0
 

@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         for lo, hi, name in ((*a.weight, "--weight"), (*a.terminal_weight, "--terminal-weight")):
             if not 0 <= lo <= hi:
                 raise LiidError(f"{name}: need 0 <= LO <= HI, got {lo} {hi}")
+        if any(x < 0 for x in a.seeds):
+            raise LiidError(f"--seeds: need integers >= 0, got {' '.join(map(str, a.seeds))}")
         if a.edges_per_node < 1:
             raise LiidError(f"--edges-per-node: need >= 1, got {a.edges_per_node}")
         check_output(a.out, overwrite=a.overwrite)
