@@ -28,13 +28,13 @@ import numpy as np
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
 
 from detection.map_r import THRESHOLDS, map_r
 from liid.atomic import read_json
 from liid.datasets.base import IGNORE, Dataset, ImageInfo, check_image_files
 from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
+from liid.progress import progress as progress_bar
 from proposals.store import rle_areas
 
 # ------------------------------------------------------------------------------------------- instances
@@ -221,7 +221,7 @@ def ground_truth_coco(dataset: Dataset, images: list[tuple[object, ImageInfo]], 
     """A COCO ground-truth dict for the images (those with instances), the non-crowd (RLEs, classes) of each
     image for ABO, and how many images were skipped for having no ground truth."""
     gt_images, anns, solid, skipped = [], [], {}, 0
-    for eid, im in tqdm(images, desc="evaluate", unit="img", disable=None if progress else True):
+    for eid, im in progress_bar(images, desc="evaluate", unit="img", enabled=progress):
         inst = dataset.instances(im.id)
         if inst is None:
             skipped += 1
@@ -401,7 +401,7 @@ def evaluate_semantic(dataset: Dataset, pred_dir: str | os.PathLike, progress: b
     k = dataset.num_classes
     conf = np.zeros((k + 1, k + 2), dtype=np.int64)
     images = skipped = 0
-    for im in tqdm(dataset.images, desc="evaluate", unit="img", disable=None if progress else True):
+    for im in progress_bar(dataset.images, desc="evaluate", unit="img", enabled=progress):
         gt = dataset.semantic(im.id)
         if gt is None:
             skipped += 1

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
-from tqdm import tqdm
 
 from graph.feature_store import FeatureStore
 from liid.atomic import atomic_dir, check_output, write_json
 from liid.errors import LiidError
+from liid.progress import progress as progress_bar
 from proposals.store import ImageProposals, read_image_proposals, read_proposal_index, rle_areas
 
 FORMAT = "liid.export"
@@ -281,7 +281,7 @@ def export_labeled(entries: Sequence[dict], classes: Sequence[str], proposals: s
     with atomic_dir(out, overwrite=overwrite) as tmp:
         if palette_pngs:
             (tmp / "semantic").mkdir()
-        for i in tqdm(range(len(entries)), desc="export", unit="img", disable=None if progress else True):
+        for i in progress_bar(range(len(entries)), desc="export", unit="img", enabled=progress):
             e, cid = entries[i], coco_ids[i]
             h, w = e["height"], e["width"]
             images.append({"id": cid, "file_name": e["file_name"], "height": h, "width": w})

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 
-from tqdm import tqdm
-
 from liid.errors import LiidError
+from liid.progress import progress as progress_bar
 from liid.workers import process_pool
 
 BACKENDS = ("serial", "process", "ray")
@@ -25,7 +24,7 @@ def run_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "s
     n = len(tasks)
     order = sorted(range(n), key=lambda i: -weights[i]) if weights is not None else list(range(n))
     results: list = [None] * n
-    bar = tqdm(total=n, desc=desc, unit="task", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=desc, unit="task", enabled=progress, leave=False)
     if backend == "serial" or (backend == "process" and workers <= 1):
         for i in order:
             results[i] = fn(tasks[i], *args)

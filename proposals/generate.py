@@ -36,6 +36,7 @@ from liid.atomic import check_complete, check_output, exists, read_json, write_j
 from liid.datasets.base import Dataset, ImageInfo, read_rgb
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+from liid.progress import progress as progress_bar
 from liid.workers import LOCK_NAME, RunLock, process_pool, run_lock
 from proposals.filtering import FilterConfig, filter_proposals
 from proposals.importers import PER_IMAGE_FORMATS, import_image_proposals, read_coco_results
@@ -407,8 +408,8 @@ def _run(dataset: Dataset, out: Path, partial: Path, method: str, source: Path |
 
     skipped: dict[str, str] = {}
     total = sum(d["proposals"] for d in done.values())
-    with (tqdm(total=len(images), initial=len(done), unit="img", desc="proposals", file=sys.stderr,
-               disable=None if progress else True, dynamic_ncols=True) as bar,
+    with (progress_bar(total=len(images), initial=len(done), unit="img", desc="proposals", stream=sys.stderr,
+                       enabled=progress, dynamic_ncols=True) as bar,
           contextlib.closing(run_tasks(job, tasks, workers, hold=lock)) as results):
         for r in results:
             if r["status"] == "skipped":
@@ -493,7 +494,7 @@ def filter_proposal_store(store: str | os.PathLike, out: str | os.PathLike, filt
     empty: list[str] = []
 
     def filtered() -> Iterator[ImageProposals]:
-        for e in tqdm(entries, unit="img", desc="filter", file=sys.stderr, disable=None if progress else True):
+        for e in progress_bar(entries, unit="img", desc="filter", stream=sys.stderr, enabled=progress):
             props = read_image_proposals(store, e)
             kept = filter_proposals(props, filter_config)
             counts["proposals_in"] += len(props)

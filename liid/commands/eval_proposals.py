@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from liid.atomic import check_output, write_json
 from liid.commands.options import images_option
 from liid.datasets import open_dataset
 from liid.errors import LiidError
+from liid.progress import progress as progress_bar
 from proposals.evaluate import ProposalScores, format_table
 from proposals.store import read_image_proposals, read_proposal_index
 
@@ -45,7 +45,7 @@ def evaluate_store(dataset: str, store: Path, split: str | None = None, images: 
     all_tops = (*sorted({*DEFAULT_TOPS, *tops}), None)
     scores = ProposalScores(tops=all_tops)
     skipped = crowd = 0
-    for e in tqdm(entries, desc="eval-proposals", unit="img", disable=None if progress else True):
+    for e in progress_bar(entries, desc="eval-proposals", unit="img", enabled=progress):
         props = read_image_proposals(store, e)
         inst = ds.instances(e["id"])
         if inst is None:

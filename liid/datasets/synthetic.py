@@ -34,11 +34,11 @@ import cv2
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
-from tqdm import tqdm
 
 from detection.export import voc_palette, write_palette_png  # noqa: F401 (re-exported)
 from liid.atomic import atomic_dir, write_json
 from liid.errors import LiidError
+from liid.progress import progress as progress_bar
 
 FORMAT = "liid.synthetic"
 VERSION = 1
@@ -556,7 +556,7 @@ def write_synthetic(out: str | os.PathLike, images: int, seed: int = 0, config: 
         for d in ("JPEGImages", "Annotations", "SegmentationObject", "SegmentationClass",
                   "ImageSets/Segmentation", "ImageSets/Main", "annotations"):
             (tmp / d).mkdir(parents=True)
-        for i in tqdm(range(images), desc="make-synthetic", unit="img", disable=None if progress else True):
+        for i in progress_bar(range(images), desc="make-synthetic", unit="img", enabled=progress):
             sample = generate_image(seed, i, config)
             iid = image_id(i)
             split = "val" if is_val(i, val_fraction) else "train"

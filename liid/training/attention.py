@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
@@ -22,6 +21,7 @@ from liid.fingerprint import fingerprint
 from liid.losses import attention_pseudo_labels, cam_box_scores, cam_soft_iou
 from liid.models import MultiLabelClassifier
 from liid.models.trained import load_trained
+from liid.progress import progress as progress_bar
 from liid.training.cams import compute_cams
 from liid.training.mil_data import ProposalSet
 
@@ -92,8 +92,8 @@ def attention_labels(classifier_path: str | Path, dataset: Dataset, proposals: P
                 return [np.asarray(lab[i], dtype=np.int64) for i in proposals.ids], d["summary"]
     model, size = load_classifier(file, dataset, device)
     out: list[np.ndarray] = []
-    for i, iid in enumerate(tqdm(proposals.ids, desc="CAM pseudo labels (eq. 3)", unit="img",
-                                 disable=None if progress else True, leave=False)):
+    for i, iid in enumerate(progress_bar(proposals.ids, desc="CAM pseudo labels (eq. 3)", unit="img",
+                                         enabled=progress, leave=False)):
         cams = compute_cams(model, dataset, [iid], size)[iid]
         masks = proposals.load(i).decode(range(len(proposals.boxes[i]))) if pooling != "box" else None
         out.append(image_attention_labels(cams, proposals.boxes[i], proposals.labels[i], eta, pooling, masks))

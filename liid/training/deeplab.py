@@ -48,7 +48,6 @@ from PIL import Image
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
-from tqdm import tqdm
 
 from detection.evaluate import confusion, semantic_scores
 from detection.export import write_palette_png
@@ -62,6 +61,7 @@ from liid.models.backbone import EFFICIENTNETS, IMAGENET_NORM, Normalization, ba
 from liid.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liid.models.checkpoint import read_weights_file
 from liid.models.trunk import batchnorm_eval, freeze_batchnorm
+from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
@@ -259,8 +259,8 @@ def check_masks(dataset: Dataset, masks: Path, progress: bool = True) -> None:
     if not masks.is_dir():
         raise LiidError(f"{masks}: pseudo-mask folder not found")
     check_image_files(masks, dataset, "pseudo-mask PNG")
-    for im in tqdm(dataset.images, desc="check masks", unit="img", disable=None if progress else True,
-                   leave=False):
+    for im in progress_bar(dataset.images, desc="check masks", unit="img", enabled=progress,
+                           leave=False):
         read_mask(masks / f"{im.id}.png", im.id, im.height, im.width, dataset.num_classes)
 
 
@@ -374,8 +374,8 @@ def evaluate_deeplab(model: DeepLab, dataset: Dataset, pred_dir: str | os.PathLi
     model.eval()
     try:
         with atomic_dir(pred_dir, overwrite=True, ours=True) as tmp:
-            for im in tqdm(dataset.images, desc="evaluate", unit="img", disable=None if progress else True,
-                           leave=False):
+            for im in progress_bar(dataset.images, desc="evaluate", unit="img", enabled=progress,
+                                   leave=False):
                 image = dataset.load_image(im.id)
                 if predict is not None:
                     pred = np.asarray(predict(im.id, image)).astype(np.uint8)
@@ -497,8 +497,8 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
         loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
                                              drop_last=True, num_workers=config.workers)
         t0, total = time.perf_counter(), 0.0
-        bar = tqdm(loader, desc=f"train-deeplab {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=None if progress else True, leave=False)
+        bar = progress_bar(loader, desc=f"train-deeplab {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)
         for step, (x, y, _) in enumerate(bar):
             lr = poly_lr(config.lr, epoch * iters + step, max_iters)
             for g in optimizer.param_groups:

@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from detection.export import write_palette_png
 from liid.atomic import atomic_dir, read_json, write_json
@@ -61,6 +60,7 @@ from liid.labelers.dsrg import BG_BELOW, FG_TOP, THETA_B, THETA_F, grow_seeds, i
 from liid.models import load_checkpoint, pick_device, save_checkpoint
 from liid.models.backbone import Normalization, checkpoint_norm
 from liid.models.checkpoint import read_checkpoint
+from liid.progress import progress as progress_bar
 from liid.training.attention import file_sha256, load_classifier
 from liid.training.cams import compute_cams
 from liid.training.deeplab import (
@@ -275,8 +275,8 @@ def write_initial_seeds(dataset: Dataset, classifier: torch.nn.Module, size: int
     returns the seeds' summary (``_Tally``)."""
     tally = _Tally()
     with atomic_dir(folder, overwrite=True, ours=True) as tmp:
-        for im in tqdm(dataset.images, desc="initial seeds", unit="img", disable=None if progress else True,
-                       leave=False):
+        for im in progress_bar(dataset.images, desc="initial seeds", unit="img", enabled=progress,
+                               leave=False):
             image = dataset.load_image(im.id)
             cams = compute_cams(classifier, dataset, [im.id], size)[im.id]
             sal = _check_saliency(saliency(im.id, image), im.id, im.height, im.width)
@@ -297,8 +297,8 @@ def grow_all(model: DeepLab, dataset: Dataset, source: Path, folder: Path, epoch
     model.eval()
     try:
         with atomic_dir(folder, overwrite=True, ours=True) as tmp:
-            for im in tqdm(dataset.images, desc=f"grow seeds {epoch}", unit="img",
-                           disable=None if progress else True, leave=False):
+            for im in progress_bar(dataset.images, desc=f"grow seeds {epoch}", unit="img",
+                                   enabled=progress, leave=False):
                 image = dataset.load_image(im.id)
                 seeds = read_seeds(source / f"{im.id}.png", im.id, im.height, im.width, dataset.num_classes)
                 grown = grow_seeds(predict_probs(model, image, device), seeds, dataset.labels(im.id),
@@ -440,8 +440,8 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
         loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
                                              drop_last=True, num_workers=config.workers)
         t0, total, total_seed, total_bnd = time.perf_counter(), 0.0, 0.0, 0.0
-        bar = tqdm(loader, desc=f"train-dsrg {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=None if progress else True, leave=False)
+        bar = progress_bar(loader, desc=f"train-dsrg {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)
         for step, (x, y, _) in enumerate(bar):
             lr = poly_lr(config.lr, epoch * iters + step, max_iters)
             for g in optimizer.param_groups:

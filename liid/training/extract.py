@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from graph.feature_store import FeatureStore
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.models import MILNetwork
 from liid.models.trained import load_trained
+from liid.progress import progress as progress_bar
 from liid.training.mil_data import MILData, ProposalSet, collate
 
 
@@ -41,7 +41,7 @@ def extract_features(model: MILNetwork, dataset: Dataset, pset: ProposalSet, siz
     probs = np.zeros((n, k1), dtype=np.float32)
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in pset.boxes])])
     t0 = time.perf_counter()
-    bar = tqdm(total=len(data), desc="extract", unit="img", disable=None if progress else True)
+    bar = progress_bar(total=len(data), desc="extract", unit="img", enabled=progress)
     for x, boxes, idx in loader:
         f, p = model.extract(x.to(device), [b.to(device) for b in boxes])
         f, p = f.float().numpy(), p.numpy()

@@ -117,6 +117,24 @@ def save_epoch(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     plot_losses(out / "loss.png", records, title=title)
 
 
+def finished_record(out: Path, start: int, epochs: int, record: dict, echo: Callable[[str], None]) -> dict | None:
+    """The train.json of a finished run when nothing is left to train and it was written for the same record
+    (settings and inputs): its final numbers stand, so a rerun (``liid run``) does not evaluate again."""
+    import json
+
+    if start < epochs or not (out / "train.json").is_file():
+        return None
+    try:
+        old = json.loads((out / "train.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = all(old.get(k) == v for k, v in json.loads(json.dumps(record)).items())
+    if not (same and old.get("finished") and old.get("final") and old.get("epochs_done") == epochs):
+        return None
+    echo(f"{out}: already trained for {epochs} epochs (its final numbers are in train.json)")
+    return old
+
+
 def finish_run(out: Path, records: list[dict], seconds: list[float], record: dict, final: dict, start: int,
                epochs: int, title: str, echo: Callable[[str], None]) -> dict:
     """An image-level trainer's finished train.json: ``final`` (its evaluation) with the last epoch's loss and

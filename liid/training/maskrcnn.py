@@ -52,7 +52,6 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
-from tqdm import tqdm
 
 from detection.evaluate import category_map, evaluate_instances, match_coco_images, to_rle
 from detection.export import coco_image_ids
@@ -64,6 +63,7 @@ from liid.models import pick_device, read_checkpoint, save_checkpoint
 from liid.models.backbone import BACKBONES, _trunk_state, backbone_spec, build_backbone, checkpoint_norm
 from liid.models.checkpoint import FORMAT as CKPT_FORMAT
 from liid.models.checkpoint import load_state_dict_checked, read_weights_file
+from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
@@ -452,19 +452,19 @@ def predict(model: MaskRCNN, dataset: Dataset, image_ids: Sequence[str], device:
     model.eval()
     out: list[tuple[str, int, dict, float]] = []
     try:
-        bar = tqdm(range(0, len(image_ids), batch_size), desc=desc, unit="batch", leave=False,
-                   disable=None if progress else True)
-        for start in bar:
-            chunk = list(image_ids[start:start + batch_size])
-            results = model([image_tensor(dataset.load_image(i)).to(device) for i in chunk])
-            for iid, r in zip(chunk, results, strict=True):
-                if len(r["scores"]) == 0:
-                    continue
-                masks = (r["masks"][:, 0] > MASK_THRESHOLD).to(torch.uint8).cpu().numpy()
-                rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-                h, w = masks.shape[1:]
-                for rle, k, s in zip(rles, r["labels"].tolist(), r["scores"].tolist(), strict=True):
-                    out.append((iid, int(k), {"size": [h, w], "counts": rle["counts"].decode("ascii")}, float(s)))
+        with progress_bar(total=len(image_ids), desc=desc, unit="img", leave=False, enabled=progress) as bar:
+            for start in range(0, len(image_ids), batch_size):
+                chunk = list(image_ids[start:start + batch_size])
+                results = model([image_tensor(dataset.load_image(i)).to(device) for i in chunk])
+                for iid, r in zip(chunk, results, strict=True):
+                    if len(r["scores"]) == 0:
+                        continue
+                    masks = (r["masks"][:, 0] > MASK_THRESHOLD).to(torch.uint8).cpu().numpy()
+                    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+                    h, w = masks.shape[1:]
+                    for rle, k, s in zip(rles, r["labels"].tolist(), r["scores"].tolist(), strict=True):
+                        out.append((iid, int(k), {"size": [h, w], "counts": rle["counts"].decode("ascii")}, float(s)))
+                bar.update(len(chunk))
     finally:
         model.train(was_training)
     return out
@@ -578,8 +578,8 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
                                              collate_fn=collate, num_workers=config.workers)
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"train-maskrcnn {epoch + 1}/{config.epochs}", unit="it",
-                   disable=None if progress else True, leave=False)
+        bar = progress_bar(loader, desc=f"train-maskrcnn {epoch + 1}/{config.epochs}", unit="it",
+                           enabled=progress, leave=False)
         lr = config.lr
         for step, (xs, targets, idx) in enumerate(bar):
             it = epoch * per_epoch + step
@@ -675,7 +675,8 @@ def predict_dataset(dataset: Dataset, model_path: str | Path, device: str | None
     if meta.get("class_names") != dataset.classes:
         raise LiidError(f"{model_path}: trained for classes ({_shown(meta.get('class_names', [])[1:])}), "
                         f"{dataset.source} has ({_shown(dataset.classes[1:])})")
-    dets = predict(model, dataset, [im.id for im in dataset.images], dev, batch_size, progress)
+    dets = predict(model, dataset, [im.id for im in dataset.images], dev, batch_size, progress,
+                   desc="predict-maskrcnn")
     results, rule = results_list(dataset, dataset.images, dets)
     return results, {"images": len(dataset.images), "predictions": len(results), "image_ids": rule,
                      "epoch": meta.get("epoch")}

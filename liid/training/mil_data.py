@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.models.backbone import IMAGENET_NORM, Normalization
+from liid.progress import progress as progress_bar
 from liid.training.data import EpochData, to_input
 from proposals.store import ImageProposals, read_image_proposals, read_proposal_index
 
@@ -73,7 +73,7 @@ def read_proposal_set(dataset: Dataset, store: str | os.PathLike, top: int | Non
                         f"store ({len(missing)} of {len(ids)} images missing); run `liid proposals` on the "
                         "same dataset")
     labels, boxes, entries = [], [], []
-    for iid in tqdm(ids, desc="read proposals", unit="img", disable=None if progress else True, leave=False):
+    for iid in progress_bar(ids, desc="read proposals", unit="img", enabled=progress, leave=False):
         v = dataset.label_vector(iid).astype(bool)
         if not v[1:].any():
             raise LiidError(f"{dataset.source}: image {iid!r} has no labels (no foreground class); remove it "

@@ -29,16 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.losses import multilabel_loss
 from liid.models import MultiLabelClassifier, backbone_norm, build_backbone, pick_device
+from liid.progress import progress as progress_bar
 from liid.training.data import ClassificationData
 from liid.training.loop import (
     finish_run,
+    finished_record,
     prepare_out,
     resume_from,
     save_epoch,
@@ -119,13 +120,14 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 
 @torch.no_grad()
 def evaluate(model: MultiLabelClassifier, data: ClassificationData, device: torch.device,
-             batch_size: int) -> dict:
+             batch_size: int, progress: bool = True) -> dict:
     """Train-set numbers in eval mode, unflipped: mAP over classes and per-label accuracy at p = 0.5."""
     was_train, data.train = data.train, False
     model.eval()
     try:
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-        scores = torch.cat([torch.sigmoid(model(x.to(device))).cpu() for x, _, _ in loader]).numpy()
+        bar = progress_bar(loader, desc="train-cls evaluate", unit="batch", enabled=progress, leave=False)
+        scores = torch.cat([torch.sigmoid(model(x.to(device))).cpu() for x, _, _ in bar]).numpy()
     finally:
         data.train = was_train
         model.train()
@@ -211,8 +213,8 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
                                              num_workers=config.workers)
         t0, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"train-cls {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=None if progress else True, leave=False)
+        bar = progress_bar(loader, desc=f"train-cls {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)
         for step, (x, y, idx) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             indices = [int(i) for i in idx]
@@ -244,7 +246,10 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         save_epoch(out, model, optimizer, epoch + 1, meta, records, "train-cls")
         write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
         echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
-    final = evaluate(model, data, device, config.batch_size)
+    done = finished_record(out, start, config.epochs, record, echo)
+    if done is not None:
+        return done
+    final = evaluate(model, data, device, config.batch_size, progress)
     return finish_run(out, records, seconds, record, final, start, config.epochs, "train-cls", echo)
 
 

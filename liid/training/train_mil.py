@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from liid.atomic import write_json
 from liid.datasets.base import Dataset
@@ -33,6 +32,7 @@ from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
 from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device, save_checkpoint
+from liid.progress import progress as progress_bar
 from liid.training.attention import POOLINGS, SOFT_IOU_ETA, attention_labels
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from, set_lr, sgd_for, step_lr, trunk_lr_mult
@@ -173,8 +173,8 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
                                              num_workers=config.workers)
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"train-mil {epoch + 1}/{config.epochs}", unit="img",
-                   disable=None if progress else True, leave=False)
+        bar = progress_bar(loader, desc=f"train-mil {epoch + 1}/{config.epochs}", unit="img",
+                           enabled=progress, leave=False)
         for step, (x, boxes, idx) in enumerate(bar):
             i = idx[0]
             f, _, p = model(x.to(device), [boxes[0].to(device)])

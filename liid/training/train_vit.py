@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
@@ -42,8 +41,9 @@ from liid.errors import LiidError
 from liid.losses import multilabel_loss
 from liid.models import load_checkpoint, pick_device, read_checkpoint
 from liid.models.vit import DEIT_S, MultiClassTokenViT, load_deit_weights
+from liid.progress import progress as progress_bar
 from liid.training.data import ClassificationData
-from liid.training.loop import finish_run, prepare_out, resume_from, save_epoch
+from liid.training.loop import finish_run, finished_record, prepare_out, resume_from, save_epoch
 from liid.training.train_cls import average_precision
 
 FORMAT = "liid-train-vit"
@@ -182,14 +182,16 @@ def vit_loss(out, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 @torch.no_grad()
-def evaluate(model: MultiClassTokenViT, data: ClassificationData, device: torch.device, batch_size: int) -> dict:
+def evaluate(model: MultiClassTokenViT, data: ClassificationData, device: torch.device, batch_size: int,
+             progress: bool = True) -> dict:
     """Train-set numbers in eval mode, unflipped: mAP of the class-token and of the patch scores, per-label
     accuracy of the class-token scores at p = 0.5."""
     was_train, data.train = data.train, False
     model.eval()
     try:
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-        outs = [model(x.to(device)) for x, _, _ in loader]
+        bar = progress_bar(loader, desc="train-vit evaluate", unit="batch", enabled=progress, leave=False)
+        outs = [model(x.to(device)) for x, _, _ in bar]
     finally:
         data.train = was_train
         model.train()
@@ -239,8 +241,8 @@ def train_vit(dataset: Dataset, out: str | Path, config: TrainVitConfig, resume:
         loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
                                              num_workers=config.workers)
         t0, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"train-vit {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=None if progress else True, leave=False)
+        bar = progress_bar(loader, desc=f"train-vit {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)
         for step, (x, y, _) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss, l_cls, l_pat = vit_loss(model(x), y)
@@ -261,7 +263,10 @@ def train_vit(dataset: Dataset, out: str | Path, config: TrainVitConfig, resume:
         save_epoch(out, model, optimizer, epoch + 1, meta, records, "train-vit")
         write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
         echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
-    final = evaluate(model, data, device, config.batch_size)
+    done = finished_record(out, start, config.epochs, record, echo)
+    if done is not None:
+        return done
+    final = evaluate(model, data, device, config.batch_size, progress)
     return finish_run(out, records, seconds, record, final, start, config.epochs, "train-vit", echo)
 
 
