@@ -3,7 +3,8 @@
 These methods of the papers define semantic pseudo-masks, not instances, so their export is
 ``OUT/semantic/*.png`` + ``OUT/export.json`` without an ``instances.json``. Each method is a function
 ``image id → int64 [H, W]`` built here from its trained model or maps (the math is in ``liid.labelers``);
-``export_semantic`` writes them with the stage rule of every ``liid label`` output.
+``export_semantic`` writes them with the stage rule of every ``liid label`` output. The methods themselves are
+registered in ``liid.labelers.builtin``.
 """
 
 from __future__ import annotations
@@ -20,15 +21,6 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 
 SemanticFn = Callable[[str], np.ndarray]
-
-SEMANTIC_METHODS = ("oaa", "oaa+", "am-saliency", "dsrg", "vit-sm")
-DESCRIPTIONS = {
-    "oaa": "OAA cumulative attention maps (paper 003)",
-    "oaa+": "OAA+ integral attention model (paper 003)",
-    "am-saliency": "attention maps + successive-erasing saliency (paper 000)",
-    "dsrg": "DSRG segmentation network (paper 004)",
-    "vit-sm": "ViT semantic modulation Final-CAM (paper 002)",
-}
 
 
 def resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -148,9 +140,10 @@ def _classifier_file(cams: Path) -> Path:
     return file
 
 
-def export_semantic(method: str, ds: Dataset, semantic: SemanticFn, out: Path, inputs: dict,
+def export_semantic(description: str, ds: Dataset, semantic: SemanticFn, out: Path, inputs: dict,
                     overwrite: bool) -> dict:
-    """Write every dataset image's class map (VOC-palette PNG) and export.json; no instances.json."""
+    """Write every dataset image's class map (VOC-palette PNG) and export.json (``description``: what made the
+    maps, e.g. "OAA cumulative attention maps (paper 003)"); no instances.json."""
     from proposals.generate import store_entry
 
     entries = [store_entry(ds, im) for im in ds.images]
@@ -160,5 +153,5 @@ def export_semantic(method: str, ds: Dataset, semantic: SemanticFn, out: Path, i
         return ImageLabels(empty, empty, np.zeros(0, dtype=np.float32), semantic=semantic(image_id))
 
     return export_labeled(entries, ds.classes, None, label, out, overwrite=overwrite, score_name="none",
-                          row_name="image", description=f"{DESCRIPTIONS[method]} (liid label)", inputs=inputs,
+                          row_name="image", description=f"{description} (liid label)", inputs=inputs,
                           write_instances=False)
