@@ -23,9 +23,9 @@ $(D2_STAMP): $(STAMP) requirements-detectron2.lock tools/build_detectron2.py
 	$(BIN)/python tools/build_detectron2.py
 	touch $(D2_STAMP)
 
-# the whole pipeline on the synthetic set, end to end, with demo_out/report.html (tools/demo.py); reruns skip done stages
+# the whole pipeline on the synthetic set from liid/configs/synthetic_demo.yaml, with demo_out/report.html; reruns skip done stages
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py --out demo_out
+	$(BIN)/liid run --config-file configs/synthetic_demo.yaml --out demo_out
 
 test: $(STAMP) $(D2_STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -75,6 +75,7 @@ def main() -> None:
       liid build-graph STORE --out GRAPH     kNN graph of all proposals + class terminals
       liid solve-cut --graph GRAPH --out CUT exact multiway cut: a label (or noise) per proposal
       liid export CUT --proposals P --out X  COCO instances JSON + VOC-palette PNGs
+      liid inspect --graph GRAPH --cut CUT --dataset DATASET --proposals P --node N --out DIR   why that label
       liid label --method oracle --dataset DATASET --proposals P --out X      GT-box upper bound
       liid evaluate DATASET X                mask AP / AP50 / AP75 / ABO, or mIoU of PNG masks
       liid train-maskrcnn DATASET --train-json X/instances.json --out MRCNN   Mask R-CNN on pseudo-labels
@@ -87,7 +88,8 @@ def main() -> None:
       liid label --method am-saliency --cams CLS --saliency opencv|DIR ...   attention + saliency + CRF
       liid train-dsrg DATASET --cams CLS --saliency opencv --out D; liid label --method dsrg --model D ...
       liid train-vit DATASET --out V; liid label --method vit-sm --model V ...  ViT semantic modulation
-    All of it end to end on the synthetic set, with a report: make demo (tools/demo.py).
+    All of it from one config, with a report (KEY VALUE overrides; make demo runs the first):
+      liid run --config-file configs/synthetic_demo.yaml|configs/coco_liid.yaml|configs/voc_liid.yaml [KEY VALUE ...]
     """
 
 
@@ -119,6 +121,10 @@ def _register() -> None:
     from liid.commands import train_dsrg, train_vit
     main.add_command(train_dsrg.command)
     main.add_command(train_vit.command)
+    from liid.commands import inspect as inspect_cmd
+    main.add_command(inspect_cmd.command)
+    from liid.commands import run
+    main.add_command(run.command)
     require_finite_floats(main)  # after every command is registered: no float option can forget it
     guard_all(main)  # likewise: no command's output may be, hold or lie inside one of its inputs
 

