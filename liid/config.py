@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
         _opt("test-images", None, "COCO JSONs: the held-out images folder."),
     )),
     SectionSpec("SYNTHETIC", "`liid make-synthetic` (with DATASET.SYNTHETIC true).", "make-synthetic", _IO),
-    SectionSpec("PROPOSALS", "`liid proposals`: built-in selective search, or --method mcg|cob|coco|prm import.",
+    SectionSpec("PROPOSALS", "`liid proposals`: built-in selective search, or an import (--method mcg-mat, "
+                "mcg-boxes, prm-json, coco-results).",
                 "proposals", _IO + ("workers",)),
     SectionSpec("FILTER", "`liid filter-proposals`: area limits, near-duplicates, the best TOP per image.",
                 "filter-proposals", _IO + ("store",)),
@@ -141,8 +143,9 @@ class Key:
         """The key's default: the command's own default (its command's context resolves click's sentinels)."""
         ctx = click.Context(self.command or click.Command("run"))
         value = self.param.get_default(ctx, call=True)
-        if isinstance(self.param, click.Option) and self.param.is_flag and value is None:
-            value = False
+        if isinstance(self.param, click.Option) and self.param.is_flag and not self.param.secondary_opts \
+                and value is None:
+            value = False  # a plain flag is off by default; an on/off pair may default to "unset" (None)
         return plain(value)
 
     def convert(self, value: Any, where: str) -> Any:
@@ -367,3 +370,50 @@ def describe_keys(schema: Schema) -> str:
             default = yaml.safe_dump(key.default(), default_flow_style=True).strip().removesuffix("...").strip()
             out.append(f"  {key.name} = {default}" + (f"   {key.help()}" if key.help() else ""))
     return "\n".join(out)
+
+
+def plugins_of(name: str | Path, overrides: list[str] = ()) -> list[str]:
+    """RUN.PLUGINS of a config (its ``_BASE_`` chain, then the overrides), read before the schema is: a plugin
+    may add the very options that make some of the config's keys valid."""
+    file = config_file(name).resolve()
+    plugins: list[str] = []
+    seen: set[Path] = set()
+    chain = []
+    while file not in seen:
+        seen.add(file)
+        data = read_yaml(file)
+        chain.append(data)
+        base = data.get(BASE_KEY) if isinstance(data, Mapping) else None
+        if not base:
+            break
+        base = Path(str(base))
+        file = (base if base.is_absolute() else file.parent / base).resolve()
+    for data in reversed(chain):  # the base first, the file over it
+        run = data.get("RUN") if isinstance(data, Mapping) else None
+        if isinstance(run, Mapping) and run.get("PLUGINS") is not None:
+            value = run["PLUGINS"]
+            plugins = [str(v) for v in (value if isinstance(value, list) else [value])]
+    pairs = list(overrides)
+    for key, text in zip(pairs[::2], pairs[1::2], strict=False):
+        if key.upper() == "RUN.PLUGINS":
+            value = yaml.safe_load(text)
+            plugins = [str(v) for v in (value if isinstance(value, list) else [value])] if value else []
+    return plugins
+
+
+PATH_KEYS = ("RUN.OUTPUT_DIR", "DATASET.TRAIN", "DATASET.TRAIN_IMAGES", "DATASET.TEST", "DATASET.TEST_IMAGES",
+             "PROPOSALS.FROM", "CLS.WEIGHTS", "CLS.OAA_TARGETS", "MIL.WEIGHTS", "MASKRCNN.WEIGHTS", "DEEPLAB.WEIGHTS",
+             "LABELER.CAMS", "LABELER.MODEL", "LABELER.SALIENCY")
+
+
+def absolute_paths(cfg: dict) -> dict:
+    """``cfg`` with the output folder and every existing input path made absolute, so that OUT/config.yaml
+    reproduces the run from any working folder (a registered dataset name or ``opencv`` stays as it is)."""
+    for full in PATH_KEYS:
+        section, _, name = full.partition(".")
+        value = cfg.get(section, {}).get(name)
+        if not isinstance(value, str) or not value or any(h in value for h in PLACEHOLDERS):
+            continue
+        if full == "RUN.OUTPUT_DIR" or Path(value).exists():
+            cfg[section][name] = os.path.abspath(value)
+    return cfg

@@ -218,3 +218,34 @@ def test_the_run_folder_never_holds_its_data(tmp_path):
                  str(tmp_path / "mcg"), "--out", str(out)])
         assert r.exit_code == 2 and "the output" in r.output and str(data) in r.output, r.output
         assert not (out / "config.yaml").exists() and not (out / "run.log").exists()
+
+
+def test_a_plugin_labeler_and_its_own_option_from_the_config(tmp_path, monkeypatch):
+    """RUN.PLUGINS imports a module that registers a labeler with an option of its own; that option is then a
+    config key (LABELER.TEST_LEVEL), validated by its click type and passed on by the run."""
+    (tmp_path / "liid_test_plugin.py").write_text('''
+import click
+from liid.labelers.registry import Labeler, register_labeler
+
+LEVEL = click.Option(["--test-level"], type=click.IntRange(0, 9), default=None, help="test plugin level")
+register_labeler(Labeler(name="test-plugin", summary="TEST: a plugin labeler", options={"proposals"},
+                         extra_params=(LEVEL,), inputs={"proposals"}, run=lambda params, out, overwrite: None))
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from liid.labelers.registry import LABELERS
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "RUN": {"PLUGINS": ["liid_test_plugin"]},
+                                   "LABELER": {"METHOD": "test-plugin", "BASELINES": [], "TEST_LEVEL": 3},
+                                   "SEGMENTER": {"NAME": "none"}}))
+    try:
+        r = run(["--config-file", str(cfg), "--out", str(tmp_path / "out"), "--dry-run"])
+        assert r.exit_code == 0, r.output
+        assert "liid label --method test-plugin" in r.output and "--test-level 3" in r.output
+        r = run(["--config-file", str(cfg), "--out", str(tmp_path / "out"), "LABELER.TEST_LEVEL", "12", "--dry-run"])
+        assert r.exit_code == 2 and "LABELER.TEST_LEVEL: 12 is not in the range 0<=x<=9" in r.output, r.output
+    finally:
+        LABELERS.pop("test-plugin", None)
+        import sys
+
+        sys.modules.pop("liid_test_plugin", None)

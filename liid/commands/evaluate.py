@@ -68,8 +68,9 @@ def command(dataset: str, pred: Path, split: str | None, images_dir: Path | None
     \b
     PRED is one of:
       a COCO JSON     instances (what `liid export` writes) or a COCO results list:
-                      mask AP 0.5:0.95, AP50, AP75 (pycocotools), per-class AP50, and ABO
-                      (mean over GT instances of the best IoU with a prediction of its class)
+                      mask AP 0.5:0.95, AP50, AP75, AP small/medium/large (pycocotools), per-class
+                      AP50, VOC's mAP^r at IoU 0.25/0.5/0.7/0.75 (as PRM, IRNet, BESTIE report), and
+                      ABO (mean over GT instances of the best IoU with a prediction of its class)
       a PNG folder    <image id>.png, pixel = class index, 255 = no prediction:
                       per-class IoU, mIoU, pixel accuracy (255 in the ground truth is ignored)
       an export dir   instances.json and/or semantic/: both of the above

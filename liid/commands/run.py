@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from liid.config import Schema, config_file, describe_keys, load_config
+from liid.config import Schema, absolute_paths, config_file, describe_keys, load_config, plugins_of
 
 
 def _root_group() -> click.Group:
@@ -54,7 +54,7 @@ def command(config_name: str | None, overrides: tuple[str, ...], output_dir: Pat
     from liid.errors import LiidError
 
     group = _root_group()
-    schema = Schema(group)
+    schema = Schema(group)  # the commands' options (again below, once plugins may have added some)
     if list_keys:
         click.echo(describe_keys(schema))
         return
@@ -67,7 +67,13 @@ def command(config_name: str | None, overrides: tuple[str, ...], output_dir: Pat
         raise LiidError(f"overrides come in KEY VALUE pairs; {pairs[-1]!r} has no value")
     if output_dir is not None:
         pairs += ["RUN.OUTPUT_DIR", str(output_dir)]
-    cfg = load_config(schema, source, pairs)
+    plugins = plugins_of(source, pairs)
+    if plugins:  # before the schema: a plugin may add options (a labeler's own), which are then config keys
+        from liid.pipeline.runner import import_plugins
+
+        import_plugins(plugins)
+        schema = Schema(group)
+    cfg = absolute_paths(load_config(schema, source, pairs))
     if print_config:
         from liid.config import dump_config
 

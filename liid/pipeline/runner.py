@@ -12,6 +12,7 @@ retyped by hand); the resolved config is ``OUT/config.yaml`` and reproduces the 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import io
 import json
@@ -220,7 +221,7 @@ def plan(cfg: dict, schema: Schema) -> list[Stage]:
         pred = p.labels(m) / ("semantic" if semantic_only else "instances.json")
         stages.append(Stage("evaluate", f"evaluate {m}", "evaluate",
                             [*train.positional(), s(pred), "--json", s(p.evaluation(m)), *opts("EVAL")],
-                            p.evaluation(m), _needs_instances(train) if m == "oracle" else None))
+                            p.evaluation(m), _needs_instances(train, semantic_only)))
 
     seg = cfg["SEGMENTER"]["NAME"]
     main_labels = p.labels(method)
@@ -250,14 +251,24 @@ def plan(cfg: dict, schema: Schema) -> list[Stage]:
     return stages
 
 
-def _needs_instances(data: DataArgs) -> Callable[[], str | None]:
-    """A run-time check of the oracle: skipped (with why) on a dataset without ground-truth instances."""
+def _needs_instances(data: DataArgs, semantic: bool = False) -> Callable[[], str | None]:
+    """A run-time check of the oracle and of the evaluations: skipped (with why) on a dataset without the ground
+    truth they need (instances; semantic masks for a semantic-only labeling), e.g. images with labels only."""
     def check() -> str | None:
-        from liid.datasets import open_dataset
-
-        ds = open_dataset(data.path, split=data.split, images=data.images)
-        return None if ds.has_instances else f"{ds.source} has no ground-truth instances"
+        source, instances, masks = _ground_truth(data)
+        if semantic:
+            return None if masks else f"{source} has no ground-truth semantic masks"
+        return None if instances else f"{source} has no ground-truth instances"
     return check
+
+
+@functools.lru_cache(maxsize=8)
+def _ground_truth(data: DataArgs) -> tuple[str, bool, bool]:
+    """(source, has instances, has semantic masks) of a dataset, opened once per run."""
+    from liid.datasets import open_dataset
+
+    ds = open_dataset(data.path, split=data.split, images=data.images)
+    return str(ds.source), bool(ds.has_instances), bool(ds.has_semantic)
 
 
 def _proposals_evaluated(data: DataArgs, p: RunPaths) -> Callable[[], str | None]:
@@ -557,5 +568,5 @@ def run_warnings(cfg: dict, p: RunPaths) -> list[str]:
     abo = ev.get("abo_all")
     if isinstance(abo, int | float) and abo < PROPOSAL_ABO_WARN:
         warnings.append(f"the proposals' ABO is {abo:.3f} (MCG reaches about 0.7 on VOC): they miss the objects; "
-                        f"import MCG/COB proposals (PROPOSALS.METHOD mcg, PROPOSALS.FROM DIR)")
+                        f"import MCG/COB proposals (PROPOSALS.METHOD mcg-mat, PROPOSALS.FROM DIR)")
     return warnings
