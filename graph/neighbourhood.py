@@ -662,6 +662,8 @@ def figure(nb: Neighbourhood, columns: int = 6):
                  f"   (terminal argmax: {nb.label_name(0, best)})\n{comp}, degree {int(nb.degree[0])}",
                  fontsize=9, color="black" if best == nb.label else "darkred")
     bx = fig.add_subplot(gs[0, half:])
+    pos = bx.get_position()  # room on the left for the class names (the grid gives the axes none)
+    bx.set_position([pos.x0 + 0.08, pos.y0, pos.width - 0.08, pos.height])
     ks = _shown_classes(nb)
     y = np.arange(len(ks))[::-1]
     weights = [float(nb.terminal[0, k]) for k in ks]

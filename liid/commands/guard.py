@@ -14,8 +14,6 @@ from pathlib import Path
 
 import click
 
-from liid.atomic import check_inputs
-
 OUTPUTS = ("out", "json_file")  # the parameter names that name what a command writes
 STRING_INPUTS = ("dataset", "saliency")  # path-or-name parameters: inputs when they name an existing path
 
@@ -55,6 +53,8 @@ def guarded(command: click.Command) -> click.Command:
     @functools.wraps(callback)
     def run(**params):
         inputs = command_inputs(command, params)
+        from liid.atomic import check_inputs  # here: `liid --version` imports no numpy
+
         for name in OUTPUTS:
             if params.get(name) is not None:
                 check_inputs(params[name], inputs)
