@@ -29,13 +29,13 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detection.map_r import THRESHOLDS, map_r
 from liid.atomic import read_json
 from liid.datasets.base import IGNORE, Dataset, ImageInfo, check_image_files
 from liid.datasets.voc import read_index_png
+from liid.detection.map_r import THRESHOLDS, map_r
 from liid.errors import LiidError
 from liid.progress import progress as progress_bar
-from proposals.store import rle_areas
+from liid.proposals.store import rle_areas
 
 # ------------------------------------------------------------------------------------------- instances
 

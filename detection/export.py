@@ -28,32 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_util
 
-from graph.feature_store import FeatureStore
 from liid.atomic import atomic_dir, check_output, write_json
+from liid.datasets.palette import voc_palette, write_palette_png  # noqa: F401 (part of the export API)
 from liid.errors import LiidError
+from liid.graph.feature_store import FeatureStore
 from liid.progress import progress as progress_bar
-from proposals.store import ImageProposals, read_image_proposals, read_proposal_index, rle_areas
+from liid.proposals.store import ImageProposals, read_image_proposals, read_proposal_index, rle_areas
 
 FORMAT = "liid.export"
 VERSION = 1
 IGNORE = 255  # VOC "ignore" index: reserved; this export never writes it (uncovered pixels are 0)
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The standard PASCAL VOC color map, uint8 [n, 3] (bit-shift algorithm; 255 is (224, 224, 192))."""
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
 
 
 def coco_image_ids(entries: list[dict]) -> tuple[list[int], str]:
@@ -106,18 +92,6 @@ def paint_semantic(height: int, width: int, masks: np.ndarray, labels: np.ndarra
     for j in np.lexsort((np.asarray(scores), -areas)):
         sem[masks[j]] = labels[j]
     return sem
-
-
-@functools.cache
-def _palette_list() -> tuple[int, ...]:
-    return tuple(voc_palette().reshape(-1).tolist())
-
-
-def write_palette_png(path: str | os.PathLike, sem: np.ndarray) -> None:
-    """Write a uint8 class map as a palette ("P") PNG with the VOC color map (computed once per process)."""
-    img = Image.fromarray(np.ascontiguousarray(sem, dtype=np.uint8))
-    img.putpalette(list(_palette_list()))  # an "L" image becomes "P"
-    img.save(path, format="PNG")
 
 
 def check_labels(labels: np.ndarray, store: FeatureStore, where: str) -> np.ndarray:

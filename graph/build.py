@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from graph.feature_store import FeatureStore
-from graph.graph_file import CutGraph
-from graph.knn import KnnConfig, feature_mean, knn, normalized, recall_at_k
-from graph.weights import DELTA, pair_weights, share_foreground_label, symmetrise, terminal_weights
+from liid.graph.feature_store import FeatureStore
+from liid.graph.graph_file import CutGraph
+from liid.graph.knn import KnnConfig, feature_mean, knn, normalized, recall_at_k
+from liid.graph.weights import DELTA, pair_weights, share_foreground_label, symmetrise, terminal_weights
 
 NEIGHBOURS = ("all", "cross-image")
 LABEL_RULES = ("image", "all")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csc_matrix
 
-from graph.energy import unary_cost
+from liid.graph.energy import unary_cost
 
 
 @dataclass

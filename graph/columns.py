@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import maxflow
 import numpy as np
 
-from graph.ckr import LinearProgram, ckr_lp_cost
+from liid.graph.ckr import LinearProgram, ckr_lp_cost
 
 
 @dataclass

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from graph.ckr import LinearProgram
-from graph.highs_backend import SolveResult
 from liid.errors import LiidError
+from liid.graph.ckr import LinearProgram
+from liid.graph.highs_backend import SolveResult
 
 COMMUNITY_LIMIT_CODES = {1016}  # CPXERR_RESTRICTED_VERSION: "Community Edition. Problem size limits exceeded."
 

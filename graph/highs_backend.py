@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
-from graph.ckr import LinearProgram
+from liid.graph.ckr import LinearProgram
 
 
 @dataclass

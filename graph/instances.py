@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from graph.graph_file import CutGraph
 from liid.errors import LiidError
+from liid.graph.graph_file import CutGraph
 
 
 def from_terminal_edges(num_nodes: int, terminals: list[int], edges: np.ndarray, where: str = "instance"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import maxflow
 import numpy as np
 
-from graph.energy import labeling_cost, unary_cost
+from liid.graph.energy import labeling_cost, unary_cost
 
 _EPS = 1e-12
 

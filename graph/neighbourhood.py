@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from graph.graph_file import FORMAT as GRAPH_FORMAT
-from graph.graph_file import VERSION as GRAPH_VERSION
-from graph.graph_file import CutGraph
 from liid.atomic import load_npy, read_header, read_json, write_bytes
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+from liid.graph.graph_file import FORMAT as GRAPH_FORMAT
+from liid.graph.graph_file import VERSION as GRAPH_VERSION
+from liid.graph.graph_file import CutGraph
 
 FORMAT = "liid.inspect"
 VERSION = 1
@@ -442,9 +442,9 @@ def shown_neighbours(nb: Neighbourhood) -> np.ndarray:
 def read_crops(nb: Neighbourhood, dataset, proposals_dir: str | os.PathLike, margin: float = 0.25
                ) -> dict[int, np.ndarray]:
     """The crops of the centre and the shown neighbours: graph node → uint8 RGB [h, w, 3]."""
-    from detection.export import voc_palette
     from liid.datasets import open_dataset
-    from proposals.store import read_image_proposals, read_proposal_index
+    from liid.datasets.palette import voc_palette
+    from liid.proposals.store import read_image_proposals, read_proposal_index
 
     ds = open_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     index = {e["id"]: e for e in read_proposal_index(proposals_dir)}
@@ -641,7 +641,7 @@ def figure(nb: Neighbourhood, columns: int = 6):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from detection.export import voc_palette
+    from liid.datasets.palette import voc_palette
 
     palette = voc_palette() / 255.0
     shown = shown_neighbours(nb)

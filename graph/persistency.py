@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graph.maxflow_moves import minimize_binary
+from liid.graph.maxflow_moves import minimize_binary
 
 
 @dataclass

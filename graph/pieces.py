@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graph.ckr import ckr_lp_cost
-from graph.columns import solve_columns
-from graph.energy import labeling_cost
-from graph.graph_file import components
-from graph.maxflow_moves import alpha_expansion_cost, binary_cut_cost, binary_structure
-from graph.persistency import persistency, reduce
+from liid.graph.ckr import ckr_lp_cost
+from liid.graph.columns import solve_columns
+from liid.graph.energy import labeling_cost
+from liid.graph.graph_file import components
+from liid.graph.maxflow_moves import alpha_expansion_cost, binary_cut_cost, binary_structure
+from liid.graph.persistency import persistency, reduce
 
 # the worse of two piece methods names the component (a fallback over an exact path, B&B over a plain LP)
 _RANK = ["trivial", "maxflow", "lp", "lp+branch-and-bound"]

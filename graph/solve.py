@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from graph import highs_backend
-from graph.energy import labeling_cost, unary_cost
-from graph.maxflow_moves import binary_cut, binary_structure
-from graph.pieces import solve_lp_blocks
+from liid.graph import highs_backend
+from liid.graph.energy import labeling_cost, unary_cost
+from liid.graph.maxflow_moves import binary_cut, binary_structure
+from liid.graph.pieces import solve_lp_blocks
 
 CERT_TOL = 1e-6  # relative tolerance of "objective == lower bound"
 
@@ -76,7 +76,7 @@ def _backend(name: str):
     if name == "highs":
         return highs_backend.solve
     if name == "cplex":
-        from graph import cplex_backend  # noqa: PLC0415
+        from liid.graph import cplex_backend  # noqa: PLC0415
 
         return cplex_backend.solve
     raise ValueError(f"unknown solver {name!r}")
@@ -201,7 +201,7 @@ def solve_graph(graph, cfg: SolveConfig = SolveConfig(), backend: str = "serial"
                 ray_address: str | None = None, progress: bool = True) -> tuple[np.ndarray, list, dict]:
     """Solve every component of ``graph`` (a ``CutGraph`` with components); returns labels [N], records
     (in component order) and a summary dict."""
-    from graph.parallel import run_tasks  # noqa: PLC0415
+    from liid.graph.parallel import run_tasks  # noqa: PLC0415
 
     t0 = time.perf_counter()
     if graph.component is None:

@@ -14,7 +14,6 @@ from collections.abc import MutableMapping
 from typing import Any, NoReturn
 
 import click
-from click.utils import make_default_short_help
 
 from liid import __version__
 from liid.commands.guard import guarded
@@ -215,7 +214,7 @@ class LazyCommands(MutableMapping):
         """The short help ``liid --help`` lists, without importing an unloaded command."""
         if name in self.loaded:
             return self.loaded[name].get_short_help_str(limit)
-        return make_default_short_help(self.table[name][2], limit)
+        return click.Command(name, help=self.table[name][2]).get_short_help_str(limit)  # click's own shortening
 
 
 main.commands = LazyCommands(COMMANDS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graph.feature_store import FeatureStore
+from liid.graph.feature_store import FeatureStore
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.store import _coco_rle
+from liid.proposals.store import _coco_rle
 
 THRESHOLDS = (0.5, 0.7)
 

@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.store import ImageProposals, _coco_rle, rle_areas
+from liid.proposals.store import ImageProposals, _coco_rle, rle_areas
 
 
 @dataclass(frozen=True)

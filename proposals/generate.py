@@ -37,11 +37,10 @@ from liid.datasets.base import Dataset, ImageInfo, read_rgb
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.progress import progress as progress_bar
-from liid.workers import LOCK_NAME, RunLock, process_pool, run_lock
-from proposals.filtering import FilterConfig, filter_proposals
-from proposals.importers import PER_IMAGE_FORMATS, import_image_proposals, read_coco_results
-from proposals.selective_search import SelectiveSearchConfig, selective_search
-from proposals.store import (
+from liid.proposals.filtering import FilterConfig, filter_proposals
+from liid.proposals.importers import PER_IMAGE_FORMATS, import_image_proposals, read_coco_results
+from liid.proposals.selective_search import SelectiveSearchConfig, selective_search
+from liid.proposals.store import (
     ImageProposals,
     proposal_json,
     read_image_proposals,
@@ -49,6 +48,7 @@ from proposals.store import (
     read_proposal_meta,
     write_proposal_store,
 )
+from liid.workers import LOCK_NAME, RunLock, process_pool, run_lock
 
 SELECTIVE_SEARCH = "selective-search"
 COCO_RESULTS = "coco-results"
@@ -211,7 +211,7 @@ def images_signature(images: Sequence[ImageInfo], files: Sequence[Path] | None =
 
 
 def store_up_to_date(out: Path, expected: dict, overwrite: bool, echo: Echo) -> bool:
-    """The stage rule (``liid.commands.stage.up_to_date``) for a proposal store, whose record is
+    """The stage rule (``liid.stage.up_to_date``) for a proposal store, whose record is
     ``index.json`` ``meta.inputs``: True (skip) when equal, an error when different, False when absent."""
     if not exists(out):
         return False

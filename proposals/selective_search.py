@@ -30,9 +30,9 @@ from pycocotools import mask as mask_util
 from scipy import ndimage
 
 from liid.errors import LiidError
-from proposals.importers._common import label_rles as _label_map_rles
-from proposals.importers._common import runs_to_rles
-from proposals.store import ImageProposals, rle_areas, rles_to_proposals
+from liid.proposals.importers._common import label_rles as _label_map_rles
+from liid.proposals.importers._common import runs_to_rles
+from liid.proposals.store import ImageProposals, rle_areas, rles_to_proposals
 
 COLOUR_SPACES = {"hsv": cv2.COLOR_RGB2HSV, "lab": cv2.COLOR_RGB2LAB, "rgb": None, "ycrcb": cv2.COLOR_RGB2YCrCb}
 COLOUR_BINS = 25  # per channel, as in the paper

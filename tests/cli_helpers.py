@@ -32,7 +32,7 @@ def oracle_layout(root: Path, images: int, size: int, seed: int) -> Path:
     (the layout of detection/register.py); the proposals are each GT mask and its upside-down copy."""
     from liid.datasets import open_dataset  # noqa: PLC0415
     from liid.datasets.synthetic import SyntheticConfig, write_synthetic  # noqa: PLC0415
-    from proposals.store import masks_to_proposals, write_proposal_store  # noqa: PLC0415
+    from liid.proposals.store import masks_to_proposals, write_proposal_store  # noqa: PLC0415
 
     syn = root / "synthetic"
     write_synthetic(syn, images, seed=seed, config=SyntheticConfig(size=size), progress=False)

@@ -24,7 +24,7 @@ from liid.labelers.cam import (
     peak_regions,
     rect_mask,
 )
-from proposals.store import masks_to_proposals, read_image_proposals, read_proposal_index, write_proposal_store
+from liid.proposals.store import masks_to_proposals, read_image_proposals, read_proposal_index, write_proposal_store
 
 # ------------------------------------------------------------------------------------------------ semantic
 
@@ -279,7 +279,7 @@ def test_cam_cli_errors(data, tmp_path):
 def test_export_labeled_own_instances_and_semantic(tmp_path):
     """The export options the cam labeler uses: instances that are not store proposals (no store at all) and a
     semantic map that is not their union; a map of the wrong size or with classes past K is refused."""
-    from detection.export import ImageLabels, export_labeled
+    from liid.detection.export import ImageLabels, export_labeled
 
     masks = np.zeros((2, 8, 10), bool)
     masks[0, 1:4, 1:5] = True

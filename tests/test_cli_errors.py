@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, invoke
 
-from graph.feature_store import FeatureStore, write_feature_store
+from liid.graph.feature_store import FeatureStore, write_feature_store
 from liid.synthetic_features import SyntheticSpec, make_feature_store
 
 IMGS, PER, DIM, K1 = 6, 4, 16, 3  # images, proposals per image, feature dim, classes with background

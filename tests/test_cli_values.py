@@ -24,7 +24,7 @@ from liid.cli import main, os_error_line
 from liid.commands.options import FiniteFloatRange, finite_type, is_finite_type, require_finite_floats
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 
 NOT_FINITE = ("nan", "inf", "-inf", "NaN", "1e999")
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graph import highs_backend
-from graph.ckr import ckr_lp_cost
-from graph.columns import folded_costs, price, solve_columns
-from graph.energy import labeling_cost, unary_cost
-from graph.instances import from_terminal_edges, read_dimacs
-from graph.maxflow_moves import alpha_expansion_cost
-from graph.persistency import persistency, reduce
-from graph.solve import SolveConfig, solve_graph
+from liid.graph import highs_backend
+from liid.graph.ckr import ckr_lp_cost
+from liid.graph.columns import folded_costs, price, solve_columns
+from liid.graph.energy import labeling_cost, unary_cost
+from liid.graph.instances import from_terminal_edges, read_dimacs
+from liid.graph.maxflow_moves import alpha_expansion_cost
+from liid.graph.persistency import persistency, reduce
+from liid.graph.solve import SolveConfig, solve_graph
 from tests.test_solver import brute_force, check_solution, gap_graph, load_known, random_graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ def test_standard_instance_certified_and_equal_to_the_textbook_ip(tmp_path):
     check_solution(g, labels, records, summary)
     assert all(r.certified for r in records)
     assert any("persistency" in r.method for r in records)
-    from graph.ckr import textbook_ckr_lp  # noqa: PLC0415
+    from liid.graph.ckr import textbook_ckr_lp  # noqa: PLC0415
 
     mip = highs_backend.solve(textbook_ckr_lp(g.terminal, g.edges, g.weights), integer=True, time_limit=300)
     assert mip.status == "optimal"

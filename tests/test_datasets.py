@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from detection.export import write_palette_png
 from liid.datasets import (
     IGNORE,
     VOC_CLASSES,
@@ -23,6 +22,7 @@ from liid.datasets import (
     register_dataset,
     unregister_dataset,
 )
+from liid.datasets.palette import write_palette_png
 from liid.errors import LiidError
 
 COCO_MINI = Path(__file__).resolve().parents[1].parent / "shared/data/coco-mini"

@@ -19,10 +19,10 @@ from cli_helpers import assert_one_line_error, invoke
 from PIL import Image
 
 import liid.training.deeplab as dl
-from detection.evaluate import evaluate_semantic
-from detection.export import write_palette_png
 from liid.datasets import open_dataset
+from liid.datasets.palette import write_palette_png
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.detection.evaluate import evaluate_semantic
 from liid.errors import LiidError
 from liid.models import hub_weights_path, load_checkpoint
 from liid.models.backbone import IMAGENET_NORM, TF_LITE_NORM
@@ -255,7 +255,7 @@ def _edge_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @needs_crf
 def test_dense_crf_sharpens_towards_the_edge():
-    from detection.crf import dense_crf
+    from liid.detection.crf import dense_crf
 
     image, probs, truth = _edge_case()
     q = dense_crf(image, probs)

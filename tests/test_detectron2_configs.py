@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from cli_helpers import oracle_layout
 
-from detection.register import LAYOUT, coco_json_check, liid_dataset_paths, register_liid_datasets
 from liid.datasets import VOC_CLASSES, open_dataset
 from liid.datasets.synthetic import CLASSES as SYNTHETIC_CLASSES
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.detection.register import LAYOUT, coco_json_check, liid_dataset_paths, register_liid_datasets
 from liid.errors import LiidError
 
 yaml = pytest.importorskip("yaml")
@@ -330,7 +330,7 @@ def test_dataset_to_coco_for_liid_voc_val(tmp_path):
 def test_config_datasets_checked_before_training(layout, tmp_path):
     """tools/train_net.py's check before any training: NUM_CLASSES against the JSON's categories, a training
     set without annotations, a named LIID dataset whose file is missing; the user's own names pass through."""
-    from detection.register import check_config_datasets
+    from liid.detection.register import check_config_datasets
 
     train, test = ["liid_synthetic_pseudo_train"], ["liid_synthetic_val"]
     check_config_datasets(6, train, test, layout)
@@ -355,7 +355,7 @@ def test_config_datasets_checked_before_training(layout, tmp_path):
 def test_register_spec_needs_no_code(layout, tmp_path):
     """--register NAME=JSON:IMAGES: parsed at the last ':', refused with one line naming what is wrong,
     and checked before training like the standard names."""
-    from detection.register import check_config_datasets, parse_register_spec
+    from liid.detection.register import check_config_datasets, parse_register_spec
 
     js = layout / "synthetic_pseudo" / "instances.json"
     images = layout / "synthetic" / "JPEGImages"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detection.register import coco_json_check
+from liid.detection.register import coco_json_check
 from tests.cli_helpers import oracle_layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 def test_every_config_merges_in_detectron2():
     from detectron2.config import get_cfg
 
-    from detection.d2_lite import add_lite_config
+    from liid.detection.d2_lite import add_lite_config
 
     files = sorted(CONFIGS.glob("*.yaml"))
     assert len(files) >= 6

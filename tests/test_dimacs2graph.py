@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from graph.graph_file import load_graph
-from graph.instances import read_dimacs
 from liid.cli import main as liid_main
 from liid.errors import LiidError
+from liid.graph.graph_file import load_graph
+from liid.graph.instances import read_dimacs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "dimacs2graph.py"

@@ -14,8 +14,8 @@ from pycocotools import mask as mask_util
 
 from liid.datasets import Dataset, ImageInfo, Instances, open_dataset, register_dataset, unregister_dataset
 from liid.errors import LiidError
-from proposals.evaluate import ProposalScores, best_overlaps, format_table
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.proposals.evaluate import ProposalScores, best_overlaps, format_table
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 
 
 def _rect(h: int, w: int, y1: int, y2: int, x1: int, x2: int) -> np.ndarray:

@@ -16,9 +16,9 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detection.evaluate import confusion, evaluate_instances, evaluate_semantic, format_table, match_images
-from detection.export import write_palette_png
 from liid.datasets import open_dataset
+from liid.datasets.palette import write_palette_png
+from liid.detection.evaluate import confusion, evaluate_instances, evaluate_semantic, format_table, match_images
 from liid.errors import LiidError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -15,10 +15,10 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from detection.export import coco_image_ids, export_pseudo_labels, nms_per_class, paint_semantic, voc_palette
-from graph.feature_store import FeatureStore, read_feature_store, write_feature_store
+from liid.detection.export import coco_image_ids, export_pseudo_labels, nms_per_class, paint_semantic, voc_palette
 from liid.errors import LiidError
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.graph.feature_store import FeatureStore, read_feature_store, write_feature_store
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 
 CLASSES = ["background", "cat", "dog"]
 

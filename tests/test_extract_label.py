@@ -13,16 +13,16 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, invoke
 
-from graph.feature_store import FeatureStore, read_feature_store
 from liid.datasets import Dataset, open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
 from liid.errors import LiidError
+from liid.graph.feature_store import FeatureStore, read_feature_store
 from liid.labelers import mil_argmax_labels
 from liid.models import MILNetwork, MultiLabelClassifier, build_backbone, save_checkpoint
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 from liid.training.data import to_input
 from liid.training.extract import extract_features, load_mil
 from liid.training.mil_data import read_proposal_set
-from proposals.store import masks_to_proposals, write_proposal_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

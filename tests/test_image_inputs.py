@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.export import write_palette_png
 from liid.datasets import CocoDataset, ImageFolderDataset, VocDataset, open_dataset, read_rgb
 from liid.datasets.base import contained, listing
+from liid.datasets.palette import write_palette_png
 from liid.errors import LiidError
 from liid.labelers.saliency import SaliencyFolder
 

@@ -13,7 +13,7 @@ import scipy.io
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.importers import (
+from liid.proposals.importers import (
     FORMATS,
     PER_IMAGE_FORMATS,
     import_image_proposals,
@@ -22,8 +22,8 @@ from proposals.importers import (
     read_mcg_mat,
     read_prm_json,
 )
-from proposals.importers._common import label_rles, rle_counts_from_string, runs_to_rles
-from proposals.store import masks_to_proposals
+from liid.proposals.importers._common import label_rles, rle_counts_from_string, runs_to_rles
+from liid.proposals.store import masks_to_proposals
 
 PRM_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/prm-mcg-demo"
 

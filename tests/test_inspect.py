@@ -13,9 +13,11 @@ import pytest
 from cli_helpers import assert_one_line_error, invoke
 from PIL import Image
 
-from graph.energy import potts_energy
-from graph.feature_store import FeatureStore, write_feature_store
-from graph.neighbourhood import (
+from liid.datasets import open_dataset
+from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.graph.energy import potts_energy
+from liid.graph.feature_store import FeatureStore, write_feature_store
+from liid.graph.neighbourhood import (
     adjacency,
     bfs,
     graphml_bytes,
@@ -25,9 +27,7 @@ from graph.neighbourhood import (
     to_json,
     to_networkx,
 )
-from liid.datasets import open_dataset
-from liid.datasets.synthetic import SyntheticConfig, write_synthetic
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 
 
 @pytest.fixture(scope="module")

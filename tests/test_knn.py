@@ -7,9 +7,9 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from graph.build import GraphConfig, build_graph
-from graph.knn import KnnConfig, knn, normalized, recall_at_k
-from graph.weights import pair_weights, symmetrise, terminal_weights
+from liid.graph.build import GraphConfig, build_graph
+from liid.graph.knn import KnnConfig, knn, normalized, recall_at_k
+from liid.graph.weights import pair_weights, symmetrise, terminal_weights
 from liid.synthetic_features import SyntheticSpec, make_feature_store
 
 

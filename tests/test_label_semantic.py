@@ -58,8 +58,8 @@ def test_oaa_methods_write_semantic_maps(data, tmp_path, method, source):
 
 def test_oaa_maps_follow_the_fusion(data, tmp_path):
     """Labels from the maps of the cls run equal cam_semantic on the resized maps, pixel for pixel."""
-    from liid.commands.label_semantic import resize_maps
     from liid.labelers.cam import cam_semantic
+    from liid.labelers.semantic import resize_maps
     from liid.training.oaa import OaaMaps
 
     out = tmp_path / "o"

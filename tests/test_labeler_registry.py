@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, invoke
 
-from detection.export import ImageLabels, export_labeled
-from liid.commands.stage import input_fingerprints, up_to_date
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.detection.export import ImageLabels, export_labeled
 from liid.errors import LiidError
 from liid.labelers import METHODS
 from liid.labelers import registry as reg
 from liid.labelers.builtin import store_entries
 from liid.labelers.registry import LABELERS, Labeler, get_labeler, register_labeler, unregister_labeler
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.proposals.store import masks_to_proposals, write_proposal_store
+from liid.stage import input_fingerprints, up_to_date
 
 NAME = "test-constant"
 SUMMARY = "every proposal of the store is class --constant-class (a registry test)"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from detection.map_r import map_r, voc_ap
+from liid.detection.map_r import map_r, voc_ap
 
 
 def rle(y0, y1, x0, x1, size=20):

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from detection.evaluate import evaluate_instances
-from detection.export import export_pseudo_labels
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.detection.evaluate import evaluate_instances
+from liid.detection.export import export_pseudo_labels
 from liid.labelers import mil_argmax_labels
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 from liid.training.train_cls import TrainClsConfig, train_classifier
 from liid.training.train_mil import TrainMilConfig, train_mil
-from proposals.store import masks_to_proposals, write_proposal_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = {"progress": False, "echo": lambda s: None}

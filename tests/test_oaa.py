@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from liid.errors import LiidError
-from liid.labelers.oaa import accumulate, class_wins
+from liid.training.accumulate import accumulate, class_wins
 
 
 def test_class_wins_only_over_every_absent_class():

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, invoke
 
-from detection.export import nms_per_class
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.detection.export import nms_per_class
 from liid.labelers import METHODS, oracle_labels
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 
 # ------------------------------------------------------------------------------------------------ the rule
 

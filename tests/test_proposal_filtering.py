@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from liid.errors import LiidError
-from proposals.filtering import FilterConfig, filter_indices, filter_proposals, select
-from proposals.store import ImageProposals, masks_to_proposals
+from liid.proposals.filtering import FilterConfig, filter_indices, filter_proposals, select
+from liid.proposals.store import ImageProposals, masks_to_proposals
 
 H, W = 24, 32
 SEEDS = range(6)

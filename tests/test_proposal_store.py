@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.store import (
+from liid.proposals.store import (
     ImageProposals,
     masks_to_proposals,
     read_image_proposals,

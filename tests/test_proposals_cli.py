@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from PIL import Image
 from pycocotools import mask as mask_util
 
-import proposals.generate as generate
+import liid.proposals.generate as generate
 from liid.cli import main
 from liid.datasets import open_dataset
 from liid.errors import LiidError
-from proposals.store import read_image_proposals, read_proposal_index, read_proposal_meta
+from liid.proposals.store import read_image_proposals, read_proposal_index, read_proposal_meta
 
 # pycocotools' decode under NumPy 2 warns about __array__(copy=); not ours
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -16,11 +16,11 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from scipy import ndimage
 
-from detection.export import write_palette_png
 from liid.datasets import open_dataset
+from liid.datasets.palette import write_palette_png
 from liid.errors import LiidError
 from liid.pipeline.report import panel_size, write_report
-from proposals.store import masks_to_proposals, write_proposal_store
+from liid.proposals.store import masks_to_proposals, write_proposal_store
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -136,8 +136,8 @@ def constant_labeler():
     label (score 1) — one module's worth of code, seen by `liid label` and `liid run`."""
     import click
 
-    from detection.export import ImageLabels, export_labeled, proposal_entries
     from liid.datasets import open_dataset
+    from liid.detection.export import ImageLabels, export_labeled, proposal_entries
     from liid.labelers.registry import LABELERS, Labeler, register_labeler
 
     def run_it(params: dict, out: Path, overwrite: bool) -> dict | None:

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.selective_search import SelectiveSearchConfig, label_rles, neighbour_pairs, selective_search
+from liid.proposals.selective_search import SelectiveSearchConfig, label_rles, neighbour_pairs, selective_search
 
 H, W = 60, 80
 RECTS = [(5, 25, 5, 30, (220, 30, 30)), (30, 55, 10, 35, (30, 200, 40)), (10, 45, 45, 75, (30, 40, 220))]

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graph import highs_backend
-from graph.build import GraphConfig, build_graph
-from graph.ckr import ckr_lp
-from graph.energy import potts_energy, unary_cost
-from graph.graph_file import CutGraph
-from graph.highs_backend import SolveResult
-from graph.instances import from_terminal_edges
-from graph.maxflow_moves import alpha_expansion, binary_structure, minimize_binary
-from graph.solve import SolveConfig, solve_graph
 from liid.errors import LiidError
+from liid.graph import highs_backend
+from liid.graph.build import GraphConfig, build_graph
+from liid.graph.ckr import ckr_lp
+from liid.graph.energy import potts_energy, unary_cost
+from liid.graph.graph_file import CutGraph
+from liid.graph.highs_backend import SolveResult
+from liid.graph.instances import from_terminal_edges
+from liid.graph.maxflow_moves import alpha_expansion, binary_structure, minimize_binary
+from liid.graph.solve import SolveConfig, solve_graph
 from liid.synthetic_features import SyntheticSpec, make_feature_store
 
 KNOWN_OPTIMA = Path(__file__).resolve().parents[2] / "shared/data/multiway-cut/small_graphs_known_optima.json"

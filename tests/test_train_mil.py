@@ -22,12 +22,12 @@ from liid.datasets import Dataset, ImageInfo, open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
 from liid.errors import LiidError
 from liid.models import MultiLabelClassifier, build_backbone, save_checkpoint
+from liid.proposals.store import ImageProposals, masks_to_proposals, read_image_proposals, write_proposal_store
 from liid.training.attention import attention_labels, image_attention_labels, load_classifier
 from liid.training.data import to_input
 from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
 from liid.training.train_cls import TrainClsConfig, train_classifier
 from liid.training.train_mil import TrainMilConfig, train_mil
-from proposals.store import ImageProposals, masks_to_proposals, read_image_proposals, write_proposal_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

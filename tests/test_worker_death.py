@@ -23,8 +23,8 @@ from click.testing import CliRunner
 
 from liid.cli import main
 from liid.errors import LiidError
+from liid.proposals.store import read_proposal_index
 from liid.workers import LOCK_NAME, process_pool, run_lock
-from proposals.store import read_proposal_index
 
 LINUX = sys.platform.startswith("linux")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -33,7 +33,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 PROPOSALS = textwrap.dedent("""
     import sys
     from liid.datasets import open_dataset
-    from proposals.generate import generate_proposal_store
+    from liid.proposals.generate import generate_proposal_store
     generate_proposal_store(open_dataset(sys.argv[1]), sys.argv[2], workers=2, progress=False)
 """)
 SIZE = 96  # small images: selective search takes a fraction of a second each

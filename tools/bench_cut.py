@@ -27,14 +27,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graph import highs_backend  # noqa: E402
-from graph.ckr import textbook_ckr_lp  # noqa: E402
-from graph.energy import labeling_cost, unary_cost  # noqa: E402
-from graph.instances import from_terminal_edges, read_dimacs  # noqa: E402
-from graph.maxflow_moves import alpha_expansion  # noqa: E402
-from graph.solve import CERT_TOL, SolveConfig, solve_graph  # noqa: E402
 from liid.atomic import write_json  # noqa: E402
 from liid.errors import LiidError  # noqa: E402
+from liid.graph import highs_backend  # noqa: E402
+from liid.graph.ckr import textbook_ckr_lp  # noqa: E402
+from liid.graph.energy import labeling_cost, unary_cost  # noqa: E402
+from liid.graph.instances import from_terminal_edges, read_dimacs  # noqa: E402
+from liid.graph.maxflow_moves import alpha_expansion  # noqa: E402
+from liid.graph.solve import CERT_TOL, SolveConfig, solve_graph  # noqa: E402
 
 VARIANTS = {"ours": {}, "no-persistency": {"persistency": False}, "no-columns": {"columns": False},
             "plain": {"persistency": False, "columns": False}}

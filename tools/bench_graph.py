@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from graph import highs_backend
-from graph.build import GraphConfig, graph_from_neighbours
-from graph.ckr import ckr_lp, textbook_ckr_lp
-from graph.feature_store import read_feature_store
-from graph.knn import KnnConfig, knn, normalized, recall_at_k
-from graph.solve import SolveConfig, solve_graph
+from liid.graph import highs_backend
+from liid.graph.build import GraphConfig, graph_from_neighbours
+from liid.graph.ckr import ckr_lp, textbook_ckr_lp
+from liid.graph.feature_store import read_feature_store
+from liid.graph.knn import KnnConfig, knn, normalized, recall_at_k
+from liid.graph.solve import SolveConfig, solve_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from detection.evaluate import evaluate_instances
-from detection.export import export_pseudo_labels
-from graph.build import GraphConfig, graph_from_neighbours
-from graph.feature_store import read_feature_store
-from graph.knn import KnnConfig, feature_mean, knn, normalized
-from graph.solve import SolveConfig, solve_graph
 from liid.datasets import open_dataset
+from liid.detection.evaluate import evaluate_instances
+from liid.detection.export import export_pseudo_labels
+from liid.graph.build import GraphConfig, graph_from_neighbours
+from liid.graph.feature_store import read_feature_store
+from liid.graph.knn import KnnConfig, feature_mean, knn, normalized
+from liid.graph.solve import SolveConfig, solve_graph
 from liid.labelers import mil_argmax_labels
-from proposals.store import read_image_proposals, read_proposal_index
+from liid.proposals.store import read_image_proposals, read_proposal_index
 
 # the paper's graph (Table 6's deltas, k 3 and 2, the reference-code pair rule, eq. 10 as written) and ours
 PAPER = {"delta": 5.0, "k": 3, "neighbours": "all", "centre": False, "same_label_pairs": False, "labels": "image",

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from bench_liid import oracle_labels  # tools/ is the script's folder (sys.path[0])
 
-from graph.feature_store import read_feature_store
 from liid.datasets import open_dataset
+from liid.graph.feature_store import read_feature_store
 
 
 def liid() -> list[str]:

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from liid.datasets import open_dataset  # noqa: E402
-from proposals.evaluate import ProposalScores  # noqa: E402
-from proposals.filtering import FilterConfig, filter_proposals  # noqa: E402
-from proposals.selective_search import SelectiveSearchConfig, selective_search  # noqa: E402
+from liid.proposals.evaluate import ProposalScores  # noqa: E402
+from liid.proposals.filtering import FilterConfig, filter_proposals  # noqa: E402
+from liid.proposals.selective_search import SelectiveSearchConfig, selective_search  # noqa: E402
 
 TOPS = (20, 40, None)
 

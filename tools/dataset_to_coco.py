@@ -15,10 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from detection.evaluate import ground_truth_coco
-from detection.export import coco_image_ids
 from liid.atomic import check_output, write_json
 from liid.datasets import open_dataset
+from liid.detection.evaluate import ground_truth_coco
+from liid.detection.export import coco_image_ids
 from liid.errors import LiidError
 
 

@@ -21,10 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from graph.graph_file import save_graph
-from graph.instances import from_terminal_edges, read_dimacs
 from liid.atomic import check_output
 from liid.errors import LiidError
+from liid.graph.graph_file import save_graph
+from liid.graph.instances import from_terminal_edges, read_dimacs
 
 
 def main(argv: list[str] | None = None) -> int:

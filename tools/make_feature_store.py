@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from graph.feature_store import write_feature_store
 from liid.errors import LiidError
+from liid.graph.feature_store import write_feature_store
 from liid.synthetic_features import SyntheticSpec, make_feature_store
 
 

@@ -43,7 +43,7 @@ def setup(args):
     from detectron2.config import get_cfg
     from detectron2.engine import default_setup
 
-    from detection.d2_lite import add_lite_config, check_lite_input  # also registers build_lite_fpn_backbone
+    from liid.detection.d2_lite import add_lite_config, check_lite_input  # also registers build_lite_fpn_backbone
 
     cfg = get_cfg()
     add_lite_config(cfg)  # the MODEL.LITE keys of the EfficientNet-Lite configs
@@ -75,7 +75,7 @@ def build_trainer_class():
 def main(args):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from detection.register import check_config_datasets, register_liid_datasets, register_specs
+    from liid.detection.register import check_config_datasets, register_liid_datasets, register_specs
     from liid.errors import LiidError
 
     register_liid_datasets(args.liid_root)  # in every worker process: launch() spawns them

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
-from graph.feature_store import read_feature_store
-from graph.graph_file import save_graph
-from graph.knn import METHODS, KnnConfig
 from liid.atomic import check_parent
-from liid.commands.stage import up_to_date
 from liid.fingerprint import fingerprint
+from liid.graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
+from liid.graph.feature_store import read_feature_store
+from liid.graph.graph_file import save_graph
+from liid.graph.knn import METHODS, KnnConfig
+from liid.stage import up_to_date
 
 
 def format_stats(stats: dict) -> str:

@@ -18,8 +18,8 @@ from liid.commands.options import images_option
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.progress import progress as progress_bar
-from proposals.evaluate import ProposalScores, format_table
-from proposals.store import read_image_proposals, read_proposal_index
+from liid.proposals.evaluate import ProposalScores, format_table
+from liid.proposals.store import read_image_proposals, read_proposal_index
 
 DEFAULT_TOPS = (20, 40)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from detection.evaluate import evaluate_instances, evaluate_semantic, format_table
 from liid.atomic import check_output, write_json
 from liid.commands.options import images_option
-from liid.commands.stage import input_fingerprints
 from liid.datasets import open_dataset
+from liid.detection.evaluate import evaluate_instances, evaluate_semantic, format_table
 from liid.errors import LiidError
+from liid.stage import input_fingerprints
 
 HEADLINE = {"instances": ("ap", "ap50", "ap75", "abo"), "semantic": ("miou", "pixel_accuracy")}
 

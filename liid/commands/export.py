@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from detection.export import export_pseudo_labels
-from graph.feature_store import read_feature_store
 from liid.atomic import check_output, load_npy, read_json
-from liid.commands.stage import input_fingerprints, up_to_date
+from liid.detection.export import export_pseudo_labels
 from liid.errors import LiidError
+from liid.graph.feature_store import read_feature_store
+from liid.stage import input_fingerprints, up_to_date
 
 
 def _recorded_path(value, json_file: Path, key: str) -> Path:

@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from graph.feature_store import write_feature_store
 from liid.atomic import check_parent
 from liid.commands.options import device_option, images_option
-from liid.commands.stage import up_to_date
 from liid.datasets import open_dataset
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+from liid.graph.feature_store import write_feature_store
 from liid.models import pick_device
+from liid.stage import up_to_date
 from liid.training.extract import extract_features, load_mil
 from liid.training.mil_data import read_proposal_set
 

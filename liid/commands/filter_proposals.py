@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from liid.commands.proposals import filter_options
-from proposals.filtering import FilterConfig
-from proposals.generate import filter_proposal_store
+from liid.proposals.filtering import FilterConfig
+from liid.proposals.generate import filter_proposal_store
 
 
 @click.command("filter-proposals")

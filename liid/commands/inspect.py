@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from graph.neighbourhood import graph_store, graphml_bytes, inspect_node, open_graph, png_bytes, to_json
 from liid.atomic import check_output, check_parent, write_bytes, write_json
 from liid.commands.options import images_option
 from liid.errors import LiidError
+from liid.graph.neighbourhood import graph_store, graphml_bytes, inspect_node, open_graph, png_bytes, to_json
 
 SUFFIXES = (".png", ".graphml", ".json")
 

@@ -22,7 +22,7 @@ from liid.commands.guard import OUTPUTS, command_inputs
 from liid.commands.options import finite_type, is_finite_type
 from liid.errors import LiidError
 from liid.labelers.cam import KINDS, THRESHOLD
-from liid.labelers.registry import EVERY_METHOD, LABELERS, Labeler, extra_params, get_labeler
+from liid.labelers.registry import EVERY_METHOD, LABELERS, Labeler, extra_params, get_labeler, reserve_options
 
 # The shared options that only the methods that define instances read: for a semantic-only method they are
 # refused with "defines no instance output" (the others with "not an option of --method ...").
@@ -241,3 +241,6 @@ def command(method: str, out: Path, overwrite: bool, **options: object) -> None:
         return
     click.echo(f"{out}: {summary['instances']} instances in {summary['images']} images "
                f"({summary['dropped_background']} background, {summary['suppressed_nms']} suppressed by NMS)")
+
+
+reserve_options(command.params)  # the registry refuses a labeler option that would shadow one of these

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from liid.atomic import check_parent
-from liid.commands.stage import up_to_date
 from liid.datasets.synthetic import CLASSES, SyntheticConfig, settings, write_synthetic
+from liid.stage import up_to_date
 
 _CLASS_HELP = ", ".join(f"{c.name} ({c.texture})" for c in CLASSES)
 

@@ -11,10 +11,10 @@ import click
 from liid.commands.options import images_option
 from liid.datasets import open_dataset
 from liid.errors import LiidError
-from proposals.filtering import FilterConfig
-from proposals.generate import METHODS, SELECTIVE_SEARCH, format_summary, generate_proposal_store
-from proposals.importers import FORMATS
-from proposals.selective_search import SelectiveSearchConfig
+from liid.proposals.filtering import FilterConfig
+from liid.proposals.generate import METHODS, SELECTIVE_SEARCH, format_summary, generate_proposal_store
+from liid.proposals.importers import FORMATS
+from liid.proposals.selective_search import SelectiveSearchConfig
 
 _F = FilterConfig()
 _SS = SelectiveSearchConfig()

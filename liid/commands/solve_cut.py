@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from graph.graph_file import load_graph
-from graph.parallel import BACKENDS
-from graph.solve import SolveConfig, solve_graph
 from liid.atomic import atomic_dir, check_parent, write_json
-from liid.commands.stage import up_to_date
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+from liid.graph.graph_file import load_graph
+from liid.graph.parallel import BACKENDS
+from liid.graph.solve import SolveConfig, solve_graph
+from liid.stage import up_to_date
 
 CUT_FORMAT = "liid.cut"  # summary.json's tag (the folder's record, as graph.json is a graph's)
 

@@ -12,8 +12,8 @@ import click
 from liid.commands.options import images_option, training_options
 from liid.datasets import open_dataset
 from liid.errors import LiidError
-from liid.labelers.dsrg import BG_BELOW, FG_TOP, THETA_B, THETA_F
 from liid.training.dsrg import DEEPLAB_BACKBONES, TrainDsrgConfig, train_dsrg
+from liid.training.seeds import BG_BELOW, FG_TOP, THETA_B, THETA_F
 
 _D = TrainDsrgConfig()
 
@@ -93,7 +93,7 @@ def command(dataset: str, cams: Path, saliency: str, out: Path, split: str | Non
     from liid.labelers.saliency import saliency_source
 
     if retrain_epochs and retrain_crf:  # before hours of training, not after
-        from detection.crf import require_pydensecrf
+        from liid.detection.crf import require_pydensecrf
 
         require_pydensecrf()
     ds = open_dataset(dataset, split=split, images=images_dir)

@@ -35,8 +35,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from detection.export import voc_palette, write_palette_png  # noqa: F401 (re-exported)
 from liid.atomic import atomic_dir, write_json
+from liid.datasets.palette import voc_palette, write_palette_png  # noqa: F401 (re-exported)
 from liid.errors import LiidError
 from liid.progress import progress as progress_bar
 

@@ -271,7 +271,7 @@ def crf_refine(image: np.ndarray, labels: np.ndarray, present: Sequence[int] | n
     θα = 30, θβ = 10, θγ = 3) with eq. 10's probabilities as unary (``label_probabilities``): int64 [H, W]
     with values in {0} ∪ present. Eq. 10 is written on labels, not on fused scores: the paper applies it
     because Algorithm 2 outputs a label per pixel."""
-    from detection.crf import dense_crf
+    from liid.detection.crf import dense_crf
 
     image = _image(image)
     labels = np.asarray(labels)

@@ -15,9 +15,17 @@ from typing import Any
 import click
 import numpy as np
 
-from detection.export import ImageLabels, export_labeled, export_pseudo_labels, proposal_entries
 from liid.atomic import check_output
-from liid.commands.label_semantic import (
+from liid.datasets import open_dataset
+from liid.datasets.base import Dataset
+from liid.detection.export import ImageLabels, export_labeled, export_pseudo_labels, proposal_entries
+from liid.errors import LiidError
+from liid.labelers.cam import THRESHOLD, cam_instances, cam_semantic
+from liid.labelers.mil_argmax import mil_argmax_labels
+from liid.labelers.oracle import IOU, oracle_labels
+from liid.labelers.registry import Labeler, register_labeler
+from liid.labelers.saliency import BUILTIN
+from liid.labelers.semantic import (
     SemanticFn,
     am_saliency_semantic_fn,
     dsrg_semantic_fn,
@@ -26,16 +34,8 @@ from liid.commands.label_semantic import (
     oaa_semantic,
     vit_sm_semantic_fn,
 )
-from liid.commands.stage import input_fingerprints, up_to_date
-from liid.datasets import open_dataset
-from liid.datasets.base import Dataset
-from liid.errors import LiidError
-from liid.labelers.cam import THRESHOLD, cam_instances, cam_semantic
-from liid.labelers.mil_argmax import mil_argmax_labels
-from liid.labelers.oracle import IOU, oracle_labels
-from liid.labelers.registry import Labeler, register_labeler
-from liid.labelers.saliency import BUILTIN
-from proposals.store import masks_to_proposals
+from liid.proposals.store import masks_to_proposals
+from liid.stage import input_fingerprints, up_to_date
 
 DATA = frozenset({"dataset", "split", "images_dir"})  # the options that open a dataset (--dataset/--split/--images)
 # What an option left unset means, for the methods whose default is not the click default (None: "unset").
@@ -63,7 +63,7 @@ def store_entries(ds: Dataset, proposals: Path) -> list[dict]:
 
 def run_mil_argmax(params: dict[str, Any], out: Path, overwrite: bool) -> dict | None:
     """The MIL network's own argmax per proposal (no graph): the export of ``liid export`` from those labels."""
-    from graph.feature_store import read_feature_store
+    from liid.graph.feature_store import read_feature_store
 
     features, proposals, any_label, nms_iou = (params[k] for k in ("features", "proposals", "any_label", "nms_iou"))
     inputs = {"method": "mil-argmax", "features": str(features), "proposals": str(proposals),
@@ -155,7 +155,7 @@ def run_cam(params: dict[str, Any], out: Path, overwrite: bool) -> dict | None:
     if proposals is not None:
         entries = store_entries(ds, proposals)
     else:
-        from proposals.generate import store_entry  # the entry a proposal store would hold for the image
+        from liid.proposals.generate import store_entry  # the entry a proposal store would hold for the image
 
         entries = [store_entry(ds, im) for im in ds.images]
     from liid.models import pick_device

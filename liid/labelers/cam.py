@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from liid.errors import LiidError
-from proposals.store import ImageProposals
+from liid.proposals.store import ImageProposals
 
 # The background threshold of paper 000's fusion (Algorithm 2): a pixel whose best present-class score is
 # below 0.2 is background. Used here both for the semantic map and for the CAM regions that become instances.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graph.feature_store import FeatureStore
+from liid.graph.feature_store import FeatureStore
 
 
 def mil_argmax_labels(store: FeatureStore, restrict_to_image_labels: bool = True, chunk: int = 1 << 18) -> np.ndarray:

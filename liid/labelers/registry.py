@@ -177,15 +177,25 @@ def _unknown(name: str, names: list[str]) -> LiidError:
                      f"(registered: {', '.join(names)})")
 
 
+RESERVED: list[click.Parameter] = []  # the options of `liid label` itself (``reserve_options``)
+
+
+def reserve_options(params: Iterable[click.Parameter]) -> None:
+    """Declare the options of ``liid label`` itself, which no labeler's ``extra_params`` may redefine: called by
+    that command when it is defined (the command sits above this registry, so it tells it, not the other way
+    round); the labelers registered before are checked then."""
+    RESERVED[:] = list(params)
+    for lab in list(LABELERS._items.values()):
+        _check_extra_params(lab, [o for o in LABELERS._items.values() if o.name != lab.name])
+
+
 def _check_extra_params(labeler: Labeler, others: Iterable[Labeler]) -> None:
     """Refuse an extra option whose name or flag is a shared option of ``liid label`` or another labeler's
     (different) option: click would silently let one shadow the other."""
     if not labeler.extra_params:
         return
-    from liid.commands.label import shared_params  # the command's own options (imported only when needed)
-
     taken: dict[str, tuple[str, click.Parameter]] = {}
-    for p in shared_params():
+    for p in RESERVED:
         for key in (p.name, *p.opts, *p.secondary_opts):
             taken[key] = ("liid label", p)
     for other in others:

@@ -33,14 +33,14 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_util
 from scipy import ndimage
 
-from detection.evaluate import _result_categories, category_map, match_coco_images, match_images, to_rle
-from detection.export import voc_palette
 from liid.atomic import atomic_file, load_npy, read_json, write_bytes
 from liid.datasets.base import IGNORE, Dataset
+from liid.datasets.palette import voc_palette
 from liid.datasets.voc import read_index_png
+from liid.detection.evaluate import _result_categories, category_map, match_coco_images, match_images, to_rle
 from liid.errors import LiidError
+from liid.proposals.store import read_image_proposals, read_proposal_index
 from liid.training.log import read_log
-from proposals.store import read_image_proposals, read_proposal_index
 
 PALETTE = voc_palette()
 PROPOSAL_COLOUR = (255, 255, 0)

@@ -49,7 +49,7 @@ def inspect_figures(cfg: dict, p: RunPaths, ds) -> dict[str, Path]:
         return {}
     import networkx as nx
 
-    from graph.neighbourhood import draw_neighbourhood, inspect_node, pick_nodes, to_networkx
+    from liid.graph.neighbourhood import draw_neighbourhood, inspect_node, pick_nodes, to_networkx
 
     folder = p.out / "inspect"
     folder.mkdir(exist_ok=True)

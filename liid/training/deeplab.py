@@ -49,11 +49,11 @@ from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
-from detection.evaluate import confusion, semantic_scores
-from detection.export import write_palette_png
 from liid.atomic import atomic_dir, read_json, write_json
 from liid.datasets.base import IGNORE, Dataset, check_image_files
+from liid.datasets.palette import write_palette_png
 from liid.datasets.voc import read_index_png
+from liid.detection.evaluate import confusion, semantic_scores
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.models import build_backbone, load_checkpoint, pick_device, save_checkpoint
@@ -363,7 +363,7 @@ def evaluate_deeplab(model: DeepLab, dataset: Dataset, pred_dir: str | os.PathLi
     classes of ``predict_probs``, after the CRF when ``crf``), e.g. one restricted to the image's labels."""
     crf_fn = None
     if crf:
-        from detection.crf import dense_crf
+        from liid.detection.crf import dense_crf
 
         crf_fn = dense_crf
     k = dataset.num_classes
@@ -421,7 +421,7 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
     out, masks = Path(out), Path(masks)
     device = pick_device(config.device)
     if config.crf:
-        from detection.crf import require_pydensecrf
+        from liid.detection.crf import require_pydensecrf
 
         require_pydensecrf()
     eval_ds = eval_dataset if eval_dataset is not None else dataset

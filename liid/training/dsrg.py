@@ -1,14 +1,14 @@
 """DSRG training (paper 004): a DeepLab learns from sparse seeds and grows them itself, epoch after epoch.
 
 1. Seeds, once (section 3.1): the CAMs of a trained classifier (``liid train-cls``) give the foreground cues,
-   a saliency map the background cues (``liid.labelers.dsrg.initial_seeds``: CAM ≥ 0.8·max, saliency < 0.06).
+   a saliency map the background cues (``liid.training.seeds.initial_seeds``: CAM ≥ 0.8·max, saliency < 0.06).
 2. Training (section 3.2, eq. 1-2): ``L = L_seed + λ·L_boundary``. The *balanced* seeding loss averages
    ``−log p`` over the foreground seed pixels and over the background seed pixels separately, and adds the
    two (``balanced_seed_loss``); the constrain-to-boundary loss of SEC is the KL divergence from the dense-CRF
    refinement of the network's own probabilities to those probabilities (``boundary_loss``).
 3. Growth, every epoch (section 3.3): after each epoch the network predicts every training image at its own
    size (eval mode, whole image, as ``liid.training.deeplab.predict_probs``) and the seeds are grown on those
-   probabilities (``liid.labelers.dsrg.grow_seeds``, θ_f = 0.85, θ_b = 0.99); the result supervises the next
+   probabilities (``liid.training.seeds.grow_seeds``, θ_f = 0.85, θ_b = 0.99); the result supervises the next
    epoch. As in the paper ("DSRG always selects the original seed cues as initial seed points", for
    stability) and the reference code, each growth starts from the *initial* seeds, so a pixel the network
    later doubts drops back to unlabeled; ``accumulate`` grows from the previous epoch's labels instead, so
@@ -50,13 +50,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detection.export import write_palette_png
 from liid.atomic import atomic_dir, read_json, write_json
 from liid.datasets.base import IGNORE, Dataset
+from liid.datasets.palette import write_palette_png
 from liid.datasets.voc import read_index_png
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.labelers.dsrg import BG_BELOW, FG_TOP, THETA_B, THETA_F, grow_seeds, initial_seeds
 from liid.models import load_checkpoint, pick_device, save_checkpoint
 from liid.models.backbone import Normalization, checkpoint_norm
 from liid.models.checkpoint import read_checkpoint
@@ -74,6 +73,7 @@ from liid.training.deeplab import (
 )
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
+from liid.training.seeds import BG_BELOW, FG_TOP, THETA_B, THETA_F, grow_seeds, initial_seeds
 
 FORMAT = "liid-train-dsrg"
 VERSION = 1
@@ -174,7 +174,7 @@ def balanced_seed_loss(logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tenso
 def crf_refine(image: np.ndarray, probs: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """DSRG's dense CRF on ``probs`` float [C, h, w] of ``image`` uint8 [h, w, 3]: float32 [C, h, w], floored at
     1e-4 and renormalised; ``scale`` divides the kernels' position scales (maps smaller than the image)."""
-    from detection.crf import dense_crf
+    from liid.detection.crf import dense_crf
 
     p = np.maximum(np.asarray(probs, dtype=np.float32), MIN_PROB)
     q = dense_crf(image, p / p.sum(axis=0, keepdims=True), iters=CRF_ITERS, w1=CRF_PARAMS["w1"],
@@ -346,7 +346,7 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
     if not dataset.has_labels:
         raise LiidError(f"{dataset.source}: this dataset has no image labels (a VOC root or COCO JSON is needed)")
     if config.boundary_weight > 0:
-        from detection.crf import require_pydensecrf
+        from liid.detection.crf import require_pydensecrf
 
         require_pydensecrf()
     if len(dataset.images) < config.batch_size:

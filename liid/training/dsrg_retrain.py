@@ -57,7 +57,7 @@ def write_retrain_masks(dsrg_dir: str | os.PathLike, dataset: Dataset, crf: bool
         if meta.get("format") == MASKS_FORMAT and meta.get("checkpoint_sha256") == sha and meta.get("crf") == crf:
             return meta
     if crf:
-        from detection.crf import require_pydensecrf
+        from liid.detection.crf import require_pydensecrf
 
         require_pydensecrf()
     dev = pick_device(device)

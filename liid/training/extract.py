@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graph.feature_store import FeatureStore
 from liid.datasets.base import Dataset
 from liid.errors import LiidError
+from liid.graph.feature_store import FeatureStore
 from liid.models import MILNetwork
 from liid.models.trained import load_trained
 from liid.progress import progress as progress_bar

@@ -53,10 +53,10 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detection.evaluate import category_map, evaluate_instances, match_coco_images, to_rle
-from detection.export import coco_image_ids
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset, ImageInfo
+from liid.detection.evaluate import category_map, evaluate_instances, match_coco_images, to_rle
+from liid.detection.export import coco_image_ids
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.models import pick_device, read_checkpoint, save_checkpoint

@@ -23,8 +23,8 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.models.backbone import IMAGENET_NORM, Normalization
 from liid.progress import progress as progress_bar
+from liid.proposals.store import ImageProposals, read_image_proposals, read_proposal_index
 from liid.training.data import EpochData, to_input
-from proposals.store import ImageProposals, read_image_proposals, read_proposal_index
 
 
 @dataclass

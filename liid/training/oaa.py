@@ -4,7 +4,7 @@ and the hybrid loss that trains the integral attention model on them.
 OAA (section 3.2): each time a training image goes through the classifier, the attention map of each of its
 classes, ``A = ReLU(F) / max(F)`` (eq. 2, at the classifier's stride-32 resolution, un-flipped), is fused into
 the image's cumulative map ``M_t = AF(M_{t-1}, A_t)`` (eqs. 3-5) when the class's score beats every absent
-class (``liid.labelers.oaa.accumulate``). ``OaaMaps`` keeps those maps for the image's own classes only, and
+class (``liid.training.accumulate.accumulate``). ``OaaMaps`` keeps those maps for the image's own classes only, and
 is saved next to the checkpoint after every epoch (``oaa.npz``), so a resumed run goes on with the same maps.
 
 OAA+ (section 3.3): the same classifier architecture, trained without the global pooling on the cumulative
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from liid.atomic import atomic_file
 from liid.errors import LiidError
-from liid.labelers.oaa import FUSIONS, accumulate
+from liid.training.accumulate import FUSIONS, accumulate
 
 MAPS = "oaa.npz"
 FORMAT = "liid-oaa-maps"

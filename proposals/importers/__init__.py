@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 
 from liid.errors import LiidError
-from proposals.importers.coco import read_coco_results
-from proposals.importers.mcg import read_mcg_boxes, read_mcg_mat
-from proposals.importers.prm import read_prm_json
-from proposals.store import ImageProposals
+from liid.proposals.importers.coco import read_coco_results
+from liid.proposals.importers.mcg import read_mcg_boxes, read_mcg_mat
+from liid.proposals.importers.prm import read_prm_json
+from liid.proposals.store import ImageProposals
 
 FORMATS: dict[str, str] = {
     "mcg-mat": "MCG .mat per image: superpixels (HxW, 1-based), labels (Nx1 cell of superpixel ids), scores (Nx1)",

@@ -10,7 +10,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.store import ImageProposals, rles_to_proposals, validate_image_proposals
+from liid.proposals.store import ImageProposals, rles_to_proposals, validate_image_proposals
 
 
 def check_image_size(height: int, width: int, where: str) -> tuple[int, int]:

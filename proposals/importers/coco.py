@@ -17,14 +17,14 @@ from pycocotools import mask as mask_util
 
 from liid.atomic import read_json
 from liid.errors import LiidError
-from proposals.importers._common import (
+from liid.proposals.importers._common import (
     check_image_size,
     check_max_proposals,
     check_rle_counts,
     finish,
     rle_counts_from_string,
 )
-from proposals.store import ImageProposals
+from liid.proposals.store import ImageProposals
 
 
 def _is_number(v) -> bool:

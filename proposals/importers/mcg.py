@@ -17,7 +17,7 @@ import scipy.io
 from pycocotools import mask as mask_util
 
 from liid.errors import LiidError
-from proposals.importers._common import (
+from liid.proposals.importers._common import (
     check_image_size,
     check_max_proposals,
     finish,
@@ -25,7 +25,7 @@ from proposals.importers._common import (
     rank_scores,
     runs_to_rles,
 )
-from proposals.store import ImageProposals
+from liid.proposals.store import ImageProposals
 
 
 def load_mat(path: str | os.PathLike) -> dict:

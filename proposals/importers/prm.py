@@ -17,8 +17,8 @@ from pycocotools import mask as mask_util
 
 from liid.atomic import read_json
 from liid.errors import LiidError
-from proposals.importers._common import check_image_size, check_max_proposals, finish, rank_scores
-from proposals.store import ImageProposals
+from liid.proposals.importers._common import check_image_size, check_max_proposals, finish, rank_scores
+from liid.proposals.store import ImageProposals
 
 CHUNK = 64  # proposals rasterised per pycocotools.encode call
 

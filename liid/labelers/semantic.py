@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detection.export import ImageLabels, export_labeled
 from liid.datasets.base import Dataset
+from liid.detection.export import ImageLabels, export_labeled
 from liid.errors import LiidError
 
 SemanticFn = Callable[[str], np.ndarray]
@@ -144,7 +144,7 @@ def export_semantic(description: str, ds: Dataset, semantic: SemanticFn, out: Pa
                     overwrite: bool) -> dict:
     """Write every dataset image's class map (VOC-palette PNG) and export.json (``description``: what made the
     maps, e.g. "OAA cumulative attention maps (paper 003)"); no instances.json."""
-    from proposals.generate import store_entry
+    from liid.proposals.generate import store_entry
 
     entries = [store_entry(ds, im) for im in ds.images]
 
