@@ -18,7 +18,7 @@ import torchvision
 from cli_helpers import assert_one_line_error, invoke
 from PIL import Image
 
-import liid.training.deeplab as dl
+import liid.detection.deeplab as dl
 from liid.datasets import open_dataset
 from liid.datasets.palette import write_palette_png
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic

@@ -20,11 +20,11 @@ import liid.training.dsrg as td
 from liid.commands.train_dsrg import command
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
+from liid.detection.deeplab import to_tensor
 from liid.errors import LiidError
 from liid.models import build_backbone, save_checkpoint
 from liid.models.backbone import IMAGENET_NORM, TF_LITE_NORM
 from liid.models.classifier import MultiLabelClassifier
-from liid.training.deeplab import to_tensor
 from liid.training.seeds import THETA_B, THETA_F, grow_seeds, initial_seeds
 
 pytestmark = pytest.mark.usefixtures("one_thread")

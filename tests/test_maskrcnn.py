@@ -15,7 +15,7 @@ import torchvision
 from cli_helpers import assert_one_line_error, invoke
 from pycocotools import mask as mask_util
 
-import liid.training.maskrcnn as mr
+import liid.detection.maskrcnn as mr
 from liid.datasets import open_dataset
 from liid.datasets.synthetic import SyntheticConfig, write_synthetic
 from liid.errors import LiidError

@@ -25,7 +25,7 @@ import time
 import torch
 
 from liid.datasets import open_dataset
-from liid.training.maskrcnn import MaskRCNNData, build_maskrcnn, collate, read_pseudo_labels
+from liid.detection.maskrcnn import MaskRCNNData, build_maskrcnn, collate, read_pseudo_labels
 
 
 def main(argv: list[str] | None = None) -> int:

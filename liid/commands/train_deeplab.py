@@ -1,6 +1,6 @@
 """``liid train-deeplab DATASET --masks PSEUDO/semantic --out DIR``: DeepLab trained on semantic pseudo-masks.
 
-A thin command over ``liid.training.deeplab.train_deeplab``.
+A thin command over ``liid.detection.deeplab.train_deeplab``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import click
 
 from liid.commands.options import images_option, training_options
 from liid.datasets import open_dataset
+from liid.detection.deeplab import DEEPLAB_BACKBONES, TrainDeepLabConfig, train_deeplab
 from liid.errors import LiidError
-from liid.training.deeplab import DEEPLAB_BACKBONES, TrainDeepLabConfig, train_deeplab
 
 _D = TrainDeepLabConfig()
 

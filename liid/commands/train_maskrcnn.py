@@ -1,7 +1,7 @@
 """``liid train-maskrcnn DATASET --train-json PSEUDO/instances.json --out DIR``: Mask R-CNN on the pseudo
 instances, and ``liid predict-maskrcnn DATASET --model DIR --out preds.json``: its predictions.
 
-Thin commands over ``liid.training.maskrcnn``.
+Thin commands over ``liid.detection.maskrcnn``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import click
 from liid.atomic import check_output, write_json
 from liid.commands.options import device_option, images_option, training_options
 from liid.datasets import open_dataset
+from liid.detection.maskrcnn import MaskRCNNConfig, predict_dataset, train_maskrcnn
 from liid.errors import LiidError
 from liid.models.backbone import BACKBONES
-from liid.training.maskrcnn import MaskRCNNConfig, predict_dataset, train_maskrcnn
 
 _D = MaskRCNNConfig()
 

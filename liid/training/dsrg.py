@@ -7,7 +7,7 @@
    two (``balanced_seed_loss``); the constrain-to-boundary loss of SEC is the KL divergence from the dense-CRF
    refinement of the network's own probabilities to those probabilities (``boundary_loss``).
 3. Growth, every epoch (section 3.3): after each epoch the network predicts every training image at its own
-   size (eval mode, whole image, as ``liid.training.deeplab.predict_probs``) and the seeds are grown on those
+   size (eval mode, whole image, as ``liid.detection.deeplab.predict_probs``) and the seeds are grown on those
    probabilities (``liid.training.seeds.grow_seeds``, θ_f = 0.85, θ_b = 0.99); the result supervises the next
    epoch. As in the paper ("DSRG always selects the original seed cues as initial seed points", for
    stability) and the reference code, each growth starts from the *initial* seeds, so a pixel the network
@@ -16,7 +16,7 @@
 
 The network, its optimizer (SGD momentum 0.9, weight decay 1e-4, head at 10×), the poly learning rate and the
 augmentation (scale 0.5–1.5, crop, flip; seeds resized nearest, padding unlabeled) are those of
-``liid train-deeplab`` (``liid.training.deeplab``); the seeds are its masks. The reference code grows the
+``liid train-deeplab`` (``liid.detection.deeplab``); the seeds are its masks. The reference code grows the
 seeds online on each batch's 41×41 CRF-refined maps; growing once per epoch on whole images at image
 resolution keeps the stored seeds at image size (they are pseudo-masks in their own right) and the
 per-iteration cost that of plain DeepLab. Output folder::
@@ -54,15 +54,7 @@ from liid.atomic import atomic_dir, read_json, write_json
 from liid.datasets.base import IGNORE, Dataset
 from liid.datasets.palette import write_palette_png
 from liid.datasets.voc import read_index_png
-from liid.errors import LiidError
-from liid.fingerprint import fingerprint
-from liid.models import load_checkpoint, pick_device, save_checkpoint
-from liid.models.backbone import Normalization, checkpoint_norm
-from liid.models.checkpoint import read_checkpoint
-from liid.progress import progress as progress_bar
-from liid.training.attention import file_sha256, load_classifier
-from liid.training.cams import compute_cams
-from liid.training.deeplab import (
+from liid.detection.deeplab import (
     DEEPLAB_BACKBONES,
     DeepLab,
     SegmentationData,
@@ -71,6 +63,14 @@ from liid.training.deeplab import (
     poly_lr,
     predict_probs,
 )
+from liid.errors import LiidError
+from liid.fingerprint import fingerprint
+from liid.models import load_checkpoint, pick_device, save_checkpoint
+from liid.models.backbone import Normalization, checkpoint_norm
+from liid.models.checkpoint import read_checkpoint
+from liid.progress import progress as progress_bar
+from liid.training.attention import file_sha256, load_classifier
+from liid.training.cams import compute_cams
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
 from liid.training.seeds import BG_BELOW, FG_TOP, THETA_B, THETA_F, grow_seeds, initial_seeds

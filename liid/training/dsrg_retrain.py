@@ -26,10 +26,10 @@ import torch
 
 from liid.atomic import read_json, write_json
 from liid.datasets.base import Dataset
+from liid.detection.deeplab import TrainDeepLabConfig, evaluate_deeplab, train_deeplab
 from liid.errors import LiidError
 from liid.models import pick_device
 from liid.training.attention import file_sha256
-from liid.training.deeplab import TrainDeepLabConfig, evaluate_deeplab, train_deeplab
 from liid.training.dsrg import CHECKPOINT, RECORD, RETRAIN, RETRAIN_MASKS, dsrg_semantic, load_dsrg
 
 MASKS_META = "masks.json"
