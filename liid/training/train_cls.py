@@ -22,7 +22,6 @@ run's losses exactly. CUDA runs are not bit-reproducible (cuDNN picks algorithms
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,13 +41,12 @@ from liid.training.loop import (
     finished_record,
     prepare_out,
     resume_from,
-    save_epoch,
-    set_lr,
     sgd_for,
     step_lr,
     trunk_lr_mult,
 )
 from liid.training.oaa import MAPS, OaaMaps, attention_from_scores, hybrid_loss, normalised_targets
+from liid.training.trainer import EpochLoop, Hook
 
 FORMAT = "liid-train-cls"
 VERSION = 1
@@ -205,47 +203,35 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
             "config": config.resumable(), "dataset": dataset.describe(), "size": config.size}
     record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
               "dataset": dataset.describe(), "device": str(device), "images": len(data)}
-    for epoch in range(start, config.epochs):
-        lr = epoch_lr(config, epoch)
-        set_lr(optimizer, lr)
-        data.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
-                                             num_workers=config.workers)
-        t0, total, count = time.perf_counter(), 0.0, 0
-        bar = progress_bar(loader, desc=f"train-cls {epoch + 1}/{config.epochs}", unit="batch",
-                           enabled=progress, leave=False)
-        for step, (x, y, idx) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            indices = [int(i) for i in idx]
-            raw = model.raw_cams(x)
-            logits = raw.mean(dim=(2, 3))  # = model(x)
-            if targets is not None:  # OAA+: the integral attention model, eqs. 7-9
-                p = normalised_targets(targets, indices, [data.flipped(i) for i in indices], tuple(raw.shape[2:]))
-                loss = hybrid_loss(raw, p.to(device))
-            else:
-                loss = multilabel_loss(logits, y)
-            if config.oaa is not None:
-                oaa_maps = _oaa_update(oaa_maps, config.oaa, data, dataset, raw, logits, indices)
-            if not torch.isfinite(loss):
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.item())
-            total, count = total + value * len(x), count + len(x)
-            records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, "lr": lr})
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        bar.close()
-        seconds.append(time.perf_counter() - t0)
-        records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
-                        "seconds": seconds[-1]})
-        if oaa_maps is not None:
-            oaa_maps.epochs = epoch + 1
-            oaa_maps.save(out / MAPS)  # before the checkpoint: a checkpoint of epoch t never has older maps
-        save_epoch(out, model, optimizer, epoch + 1, meta, records, "train-cls")
-        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
-        echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
+    def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        nonlocal oaa_maps
+        x, y, idx = batch
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        indices = [int(i) for i in idx]
+        raw = model.raw_cams(x)
+        logits = raw.mean(dim=(2, 3))  # = model(x)
+        if targets is not None:  # OAA+: the integral attention model, eqs. 7-9
+            p = normalised_targets(targets, indices, [data.flipped(i) for i in indices], tuple(raw.shape[2:]))
+            loss = hybrid_loss(raw, p.to(device))
+        else:
+            loss = multilabel_loss(logits, y)
+        if config.oaa is not None:
+            oaa_maps = _oaa_update(oaa_maps, config.oaa, data, dataset, raw, logits, indices)
+        return loss, {}
+
+    class SaveOaaMaps(Hook):
+        """OAA's cumulative maps, saved before the checkpoint: a checkpoint of epoch t never has older maps."""
+
+        def after_epoch(self, loop: EpochLoop, epoch: int) -> None:
+            if oaa_maps is not None:
+                oaa_maps.epochs = epoch + 1
+                oaa_maps.save(out / MAPS)
+
+    loop = EpochLoop("train-cls", out, model, optimizer, data, step, lambda e: epoch_lr(config, e), config.epochs,
+                     config.batch_size, config.seed, config.workers, device, meta, record,
+                     lambda file, rec: write_json(file, rec), [SaveOaaMaps()],
+                     progress, echo, records, seconds)
+    loop.run(start)
     done = finished_record(out, start, config.epochs, record, echo)
     if done is not None:
         return done

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,8 +42,9 @@ from liid.models import load_checkpoint, pick_device, read_checkpoint
 from liid.models.vit import DEIT_S, MultiClassTokenViT, load_deit_weights
 from liid.progress import progress as progress_bar
 from liid.training.data import ClassificationData
-from liid.training.loop import finish_run, finished_record, prepare_out, resume_from, save_epoch
+from liid.training.loop import finish_run, finished_record, prepare_out, resume_from
 from liid.training.train_cls import average_precision
+from liid.training.trainer import EpochLoop, Hook
 
 FORMAT = "liid-train-vit"
 VERSION = 1
@@ -231,38 +231,22 @@ def train_vit(dataset: Dataset, out: str | Path, config: TrainVitConfig, resume:
             "weights": weights}
     record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "arch": model.arch(),
               "weights": weights, "dataset": dataset.describe(), "device": str(device), "images": len(data)}
-    for epoch in range(start, config.epochs):
-        lr = epoch_lr(config, epoch)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        data.set_epoch(epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch + 500_009)  # stochastic depth draws of this epoch
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
-                                             num_workers=config.workers)
-        t0, total, count = time.perf_counter(), 0.0, 0
-        bar = progress_bar(loader, desc=f"train-vit {epoch + 1}/{config.epochs}", unit="batch",
-                           enabled=progress, leave=False)
-        for step, (x, y, _) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, l_cls, l_pat = vit_loss(model(x), y)
-            if not torch.isfinite(loss):
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.item())
-            total, count = total + value * len(x), count + len(x)
-            records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value,
-                            "loss_cls": float(l_cls.item()), "loss_pat": float(l_pat.item()), "lr": lr})
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        bar.close()
-        seconds.append(time.perf_counter() - t0)
-        records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
-                        "seconds": seconds[-1]})
-        save_epoch(out, model, optimizer, epoch + 1, meta, records, "train-vit")
-        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
-        echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / count:.4f}, lr {lr:g}, {seconds[-1]:.1f} s")
+    def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        x, y, _ = batch
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, l_cls, l_pat = vit_loss(model(x), y)
+        return loss, {"loss_cls": float(l_cls.item()), "loss_pat": float(l_pat.item())}
+
+    class StochasticDepthSeed(Hook):
+        """The stochastic-depth draws of each epoch from (seed, epoch), so a resumed run draws the same."""
+
+        def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
+            torch.manual_seed(config.seed * 1_000_003 + epoch + 500_009)
+
+    EpochLoop("train-vit", out, model, optimizer, data, step, lambda e: epoch_lr(config, e), config.epochs,
+              config.batch_size, config.seed, config.workers, device, meta, record,
+                     lambda file, rec: write_json(file, rec), [StochasticDepthSeed()],
+              progress, echo, records, seconds).run(start)
     done = finished_record(out, start, config.epochs, record, echo)
     if done is not None:
         return done

@@ -1,0 +1,102 @@
+"""One training loop for the image-level trainers, with hooks for what a method adds (detectron2's trainer idea).
+
+Per epoch: the learning rate of the schedule, the dataset's epoch (its augmentation draws), a DataLoader shuffled
+by a generator seeded from (seed, epoch), the steps (the method's ``step``: a batch → its loss and the extra
+numbers to log), a refusal of a non-finite loss, the step and epoch records, the checkpoint with log.jsonl and
+loss.png, the unfinished train.json and one epoch line. Seeds, order of operations and files are what the
+trainers wrote by hand before, so a run resumed from any epoch continues bit for bit.
+
+Hooks (``Hook`` subclasses): ``before_epoch`` (e.g. seed the stochastic-depth draws), ``after_epoch`` before the
+checkpoint (e.g. save OAA's cumulative maps, which a checkpoint must never be newer than).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from liid.errors import LiidError
+from liid.progress import progress as progress_bar
+from liid.training.loop import save_epoch, set_lr
+
+StepFn = Callable[[Any, int, int], tuple[torch.Tensor, dict[str, float]]]  # (batch, epoch, step) → loss, extras
+
+
+class Hook:
+    """What a method adds to the loop; every method is optional."""
+
+    def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
+        """After the epoch's lr and data draws are set, before its loader is made."""
+
+    def after_epoch(self, loop: EpochLoop, epoch: int) -> None:
+        """After the epoch's records, before its checkpoint."""
+
+
+@dataclass
+class EpochLoop:
+    """The loop of one training folder ``out``: ``name`` (train-cls ...) names its progress and its curve."""
+
+    name: str
+    out: Path
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    data: Any  # an EpochData: ``set_epoch`` and a torch Dataset
+    step: StepFn
+    lr_at: Callable[[int], float]  # epoch (0-based) → learning rate
+    epochs: int
+    batch_size: int
+    seed: int
+    workers: int
+    device: torch.device
+    meta: dict  # the checkpoint's
+    record: dict  # train.json's settings part
+    write_record: Callable[[Path, dict], None]  # writes train.json (the trainer's own writer: its tests stop there)
+    hooks: Sequence[Hook] = ()
+    progress: bool = True
+    echo: Callable[[str], None] = print
+    records: list[dict] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def run(self, start: int) -> None:
+        """Epochs ``start`` … ``epochs - 1``: each one trained, recorded and checkpointed."""
+        for epoch in range(start, self.epochs):
+            self.run_epoch(epoch)
+
+    def run_epoch(self, epoch: int) -> None:
+        lr = self.lr_at(epoch)
+        set_lr(self.optimizer, lr)
+        self.data.set_epoch(epoch)
+        for hook in self.hooks:
+            hook.before_epoch(self, epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        loader = torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, generator=gen,
+                                             num_workers=self.workers)
+        t0, total, count = time.perf_counter(), 0.0, 0
+        bar = progress_bar(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", unit="batch",
+                           enabled=self.progress, leave=False)
+        for step, batch in enumerate(bar):
+            loss, extras = self.step(batch, epoch, step)
+            if not torch.isfinite(loss):
+                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            value, n = float(loss.item()), len(batch[0])
+            total, count = total + value * n, count + n
+            self.records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, **extras,
+                                 "lr": lr})
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        self.seconds.append(time.perf_counter() - t0)
+        self.records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
+                             "seconds": self.seconds[-1]})
+        for hook in self.hooks:
+            hook.after_epoch(self, epoch)
+        save_epoch(self.out, self.model, self.optimizer, epoch + 1, self.meta, self.records, self.name)
+        self.write_record(self.out / "train.json", {**self.record, "epochs_done": epoch + 1, "finished": False})
+        self.echo(f"epoch {epoch + 1}/{self.epochs}: loss {total / count:.4f}, lr {lr:g}, {self.seconds[-1]:.1f} s")
