@@ -18,7 +18,6 @@ of the model state), so ``--resume`` reproduces the uninterrupted run.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,13 +30,12 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
-from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device, save_checkpoint
-from liid.progress import progress as progress_bar
+from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device
 from liid.training.attention import POOLINGS, SOFT_IOU_ETA, attention_labels
-from liid.training.log import plot_losses, write_log
-from liid.training.loop import prepare_out, resume_from, set_lr, sgd_for, step_lr, trunk_lr_mult
+from liid.training.loop import prepare_out, resume_from, sgd_for, step_lr, trunk_lr_mult
 from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
 from liid.training.train_cls import average_precision
+from liid.training.trainer import EpochLoop, Hook
 
 FORMAT = "liid-train-mil"
 VERSION = 1
@@ -164,50 +162,40 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
               "attention_labels": att_summary}
     targets = pset.labels[:, 1:].astype(np.float32)
     image_scores = np.zeros_like(targets)
-    for epoch in range(start, config.epochs):
-        lr = step_lr(config.lr, config.epochs, epoch)
-        set_lr(optimizer, lr)
-        data.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=True, generator=gen, collate_fn=collate,
-                                             num_workers=config.workers)
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        bar = progress_bar(loader, desc=f"train-mil {epoch + 1}/{config.epochs}", unit="img",
-                           enabled=progress, leave=False)
-        for step, (x, boxes, idx) in enumerate(bar):
-            i = idx[0]
-            f, _, p = model(x.to(device), [boxes[0].to(device)])
-            labels = np.flatnonzero(pset.labels[i]).tolist()
-            yt = torch.from_numpy(y_tilde[i]).to(device) if y_tilde is not None else None
-            loss, parts = mil_total_loss(p, labels, y_tilde=yt, f=f, centres=model.centres, weights=weights,
-                                         r=config.r)
-            if not torch.isfinite(loss):
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, image {pset.ids[i]!r}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        x, boxes, idx = batch
+        i = idx[0]
+        f, _, p = model(x.to(device), [boxes[0].to(device)])
+        labels = np.flatnonzero(pset.labels[i]).tolist()
+        yt = torch.from_numpy(y_tilde[i]).to(device) if y_tilde is not None else None
+        loss, parts = mil_total_loss(p, labels, y_tilde=yt, f=f, centres=model.centres, weights=weights, r=config.r)
+        if not torch.isfinite(loss):
+            raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, image {pset.ids[i]!r}; lower --lr")
+        current.update(i=i, f=f, p=p)
+        return loss, {k: float(v.item()) for k, v in parts.items()}
+
+    class CentresAndImageScores(Hook):
+        """Eq. 8's centre update after each step (not by gradient), and the image's LSE scores for the epoch's
+        image mAP."""
+
+        def after_step(self, loop: EpochLoop, epoch: int, step: int) -> None:
+            f, p = current["f"], current["p"]
             model.centres.copy_(update_centres(model.centres, f.detach(), p.detach(), config.theta))  # eq. 8
-            image_scores[i] = lse_pool(p.detach(), config.r)[1:].cpu().numpy()
-            values = {"loss": float(loss.item()), **{k: float(v.item()) for k, v in parts.items()}}
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            records.append({"type": "step", "epoch": epoch + 1, "step": step, **values, "lr": lr})
-            bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()})
-        bar.close()
-        seconds.append(time.perf_counter() - t0)
-        n = len(data)
-        means = {k: v / n for k, v in sums.items()}
-        image_map = average_precision(image_scores, targets)
-        records.append({"type": "epoch", "epoch": epoch + 1, **means, "lr": lr, "seconds": seconds[-1],
-                        "image_map": image_map})
-        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
-        write_log(out / LOG, records)
-        plot_losses(out / PLOT, records, title="train-mil (eq. 9)")
-        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False})
-        parts_txt = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "loss")
-        echo(f"epoch {epoch + 1}/{config.epochs}: loss {means['loss']:.4f} ({parts_txt}), image mAP (LSE) "
-             f"{image_map:.3f}, lr {lr:g}, {seconds[-1]:.1f} s")
+            image_scores[current["i"]] = lse_pool(p.detach(), config.r)[1:].cpu().numpy()
+
+        def epoch_numbers(self, loop: EpochLoop, epoch: int) -> dict[str, float]:
+            return {"image_map": average_precision(image_scores, targets)}
+
+    def epoch_line(rec: dict) -> str:
+        parts_txt = ", ".join(f"{k} {rec[k]:.4f}" for k in ("att", "mil", "cent") if k in rec)
+        return (f"epoch {rec['epoch']}/{config.epochs}: loss {rec['loss']:.4f} ({parts_txt}), image mAP (LSE) "
+                f"{rec['image_map']:.3f}, lr {rec['lr']:g}, {rec['seconds']:.1f} s")
+
+    current: dict = {}
+    EpochLoop("train-mil", out, model, optimizer, data, step, lambda e: step_lr(config.lr, config.epochs, e),
+              config.epochs, 1, config.seed, config.workers, device, meta, record,
+              lambda file, rec: write_json(file, rec), [CentresAndImageScores()], progress, echo, records, seconds,
+              collate=collate, unit="img", averaged=None, title="train-mil (eq. 9)", epoch_line=epoch_line).run(start)
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs")
     epochs = [r for r in records if r.get("type") == "epoch"]
@@ -217,3 +205,4 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
     record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds, "final": final}
     write_json(out / RECORD, record)
     return record
+

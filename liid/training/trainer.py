@@ -33,6 +33,13 @@ class Hook:
     def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
         """After the epoch's lr and data draws are set, before its loader is made."""
 
+    def after_step(self, loop: EpochLoop, epoch: int, step: int) -> None:
+        """After the optimizer's step, before the step's record (e.g. MIL's class centres, eq. 8)."""
+
+    def epoch_numbers(self, loop: EpochLoop, epoch: int) -> dict[str, float]:
+        """Numbers added to the epoch's record (e.g. MIL's image mAP)."""
+        return {}
+
     def after_epoch(self, loop: EpochLoop, epoch: int) -> None:
         """After the epoch's records, before its checkpoint."""
 
@@ -61,6 +68,11 @@ class EpochLoop:
     echo: Callable[[str], None] = print
     records: list[dict] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    collate: Callable | None = None  # the DataLoader's collate_fn (MIL: images of their own size with their boxes)
+    unit: str = "batch"
+    averaged: Sequence[str] | None = ("loss",)  # the step numbers averaged into the epoch record (None: all)
+    title: str | None = None  # of loss.png (default: name)
+    epoch_line: Callable[[dict], str] | None = None  # the epoch's line from its record (default: loss, lr, time)
 
     def run(self, start: int) -> None:
         """Epochs ``start`` … ``epochs - 1``: each one trained, recorded and checkpointed."""
@@ -75,9 +87,10 @@ class EpochLoop:
             hook.before_epoch(self, epoch)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         loader = torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, generator=gen,
-                                             num_workers=self.workers)
-        t0, total, count = time.perf_counter(), 0.0, 0
-        bar = progress_bar(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", unit="batch",
+                                             collate_fn=self.collate, num_workers=self.workers)
+        t0, count = time.perf_counter(), 0
+        sums: dict[str, float] = {}
+        bar = progress_bar(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", unit=self.unit,
                            enabled=self.progress, leave=False)
         for step, batch in enumerate(bar):
             loss, extras = self.step(batch, epoch, step)
@@ -86,17 +99,26 @@ class EpochLoop:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            value, n = float(loss.item()), len(batch[0])
-            total, count = total + value * n, count + n
-            self.records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, **extras,
-                                 "lr": lr})
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            for hook in self.hooks:
+                hook.after_step(self, epoch, step)
+            values, n = {"loss": float(loss.item()), **extras}, len(batch[0])
+            count += n
+            for k, v in values.items():
+                if self.averaged is None or k in self.averaged:
+                    sums[k] = sums.get(k, 0.0) + v * n
+            self.records.append({"type": "step", "epoch": epoch + 1, "step": step, **values, "lr": lr})
+            bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
         bar.close()
         self.seconds.append(time.perf_counter() - t0)
-        self.records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / count, "lr": lr,
-                             "seconds": self.seconds[-1]})
+        means = {k: v / count for k, v in sums.items()}
+        extra: dict[str, float] = {}
+        for hook in self.hooks:
+            extra.update(hook.epoch_numbers(self, epoch))
+        rec = {"type": "epoch", "epoch": epoch + 1, **means, "lr": lr, "seconds": self.seconds[-1], **extra}
+        self.records.append(rec)
         for hook in self.hooks:
             hook.after_epoch(self, epoch)
-        save_epoch(self.out, self.model, self.optimizer, epoch + 1, self.meta, self.records, self.name)
+        save_epoch(self.out, self.model, self.optimizer, epoch + 1, self.meta, self.records, self.title or self.name)
         self.write_record(self.out / "train.json", {**self.record, "epochs_done": epoch + 1, "finished": False})
-        self.echo(f"epoch {epoch + 1}/{self.epochs}: loss {total / count:.4f}, lr {lr:g}, {self.seconds[-1]:.1f} s")
+        self.echo(self.epoch_line(rec) if self.epoch_line is not None else
+                  f"epoch {epoch + 1}/{self.epochs}: loss {means['loss']:.4f}, lr {lr:g}, {self.seconds[-1]:.1f} s")
