@@ -53,13 +53,14 @@ from liid.datasets.voc import read_index_png
 from liid.detection.evaluate import confusion, semantic_scores
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.models import pick_device, save_checkpoint
+from liid.models import pick_device
 from liid.models.backbone import IMAGENET_NORM, Normalization, backbone_spec
 from liid.models.deeplab import DEEPLAB_BACKBONES, OUTPUT_STRIDE, DeepLab, build_deeplab  # noqa: F401 (re-exported)
 from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
+from liid.training.trainer import EpochLoop, Hook
 
 FORMAT = "liid-train-deeplab"
 VERSION = 1
@@ -371,41 +372,30 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
 
     if start > 0 and due(start) and not any(r.get("type") == "eval" and r["epoch"] == start for r in records):
         run_eval(start)  # the run stopped during this evaluation
-    for epoch in range(start, config.epochs):
-        data.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # the head's dropout
-        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
-                                             drop_last=True, num_workers=config.workers)
-        t0, total = time.perf_counter(), 0.0
-        bar = progress_bar(loader, desc=f"train-deeplab {epoch + 1}/{config.epochs}", unit="batch",
-                           enabled=progress, leave=False)
-        for step, (x, y, _) in enumerate(bar):
-            lr = poly_lr(config.lr, epoch * iters + step, max_iters)
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g["lr_mult"]
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = segmentation_loss(model(x), y)
-            if not torch.isfinite(loss):
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.item())
-            total += value
-            records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, "lr": lr})
-            bar.set_postfix(loss=f"{total / (step + 1):.4f}", lr=f"{lr:.2e}")
-        bar.close()
-        seconds = time.perf_counter() - t0
-        records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / iters, "lr": lr, "seconds": seconds})
-        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
-        write_log(out / LOG, records)
-        plot_losses(out / PLOT, records, title="train-deeplab")
-        write_record(epoch + 1, False)
-        echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / iters:.4f}, lr {lr:.3g}, {seconds:.1f} s "
-             f"({seconds / iters:.2f} s/iteration)")
-        if due(epoch + 1):
-            run_eval(epoch + 1)
+    def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        x, y, _ = batch
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return segmentation_loss(model(x), y), {}
+
+    class DropoutSeedAndEvaluation(Hook):
+        """The head's dropout draws from (seed, epoch); after the checkpoint, the epoch's evaluation when due."""
+
+        def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
+            torch.manual_seed(config.seed * 1_000_003 + epoch)
+
+        def after_checkpoint(self, loop: EpochLoop, epoch: int) -> None:
+            if due(epoch + 1):
+                run_eval(epoch + 1)
+
+    def epoch_line(rec: dict) -> str:
+        return (f"epoch {rec['epoch']}/{config.epochs}: loss {rec['loss']:.4f}, lr {rec['lr']:.3g}, "
+                f"{rec['seconds']:.1f} s ({rec['seconds'] / iters:.2f} s/iteration)")
+
+    EpochLoop("train-deeplab", out, model, optimizer, data, step,
+              lambda e, s: poly_lr(config.lr, e * iters + s, max_iters), config.epochs, config.batch_size,
+              config.seed, config.workers, device, meta, record,
+              lambda file, rec: write_record(rec["epochs_done"], False), [DropoutSeedAndEvaluation()], progress,
+              echo, records, [], epoch_line=epoch_line, lr_per_step=True, drop_last=True, weighted=False).run(start)
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs")
         plot_losses(out / PLOT, records, title="train-deeplab")

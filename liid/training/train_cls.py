@@ -227,7 +227,7 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
                 oaa_maps.epochs = epoch + 1
                 oaa_maps.save(out / MAPS)
 
-    loop = EpochLoop("train-cls", out, model, optimizer, data, step, lambda e: epoch_lr(config, e), config.epochs,
+    loop = EpochLoop("train-cls", out, model, optimizer, data, step, lambda e, _: epoch_lr(config, e), config.epochs,
                      config.batch_size, config.seed, config.workers, device, meta, record,
                      lambda file, rec: write_json(file, rec), [SaveOaaMaps()],
                      progress, echo, records, seconds)

@@ -192,7 +192,7 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
                 f"{rec['image_map']:.3f}, lr {rec['lr']:g}, {rec['seconds']:.1f} s")
 
     current: dict = {}
-    EpochLoop("train-mil", out, model, optimizer, data, step, lambda e: step_lr(config.lr, config.epochs, e),
+    EpochLoop("train-mil", out, model, optimizer, data, step, lambda e, _: step_lr(config.lr, config.epochs, e),
               config.epochs, 1, config.seed, config.workers, device, meta, record,
               lambda file, rec: write_json(file, rec), [CentresAndImageScores()], progress, echo, records, seconds,
               collate=collate, unit="img", averaged=None, title="train-mil (eq. 9)", epoch_line=epoch_line).run(start)

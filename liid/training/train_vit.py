@@ -243,7 +243,7 @@ def train_vit(dataset: Dataset, out: str | Path, config: TrainVitConfig, resume:
         def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
             torch.manual_seed(config.seed * 1_000_003 + epoch + 500_009)
 
-    EpochLoop("train-vit", out, model, optimizer, data, step, lambda e: epoch_lr(config, e), config.epochs,
+    EpochLoop("train-vit", out, model, optimizer, data, step, lambda e, _: epoch_lr(config, e), config.epochs,
               config.batch_size, config.seed, config.workers, device, meta, record,
                      lambda file, rec: write_json(file, rec), [StochasticDepthSeed()],
               progress, echo, records, seconds).run(start)

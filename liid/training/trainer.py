@@ -43,6 +43,9 @@ class Hook:
     def after_epoch(self, loop: EpochLoop, epoch: int) -> None:
         """After the epoch's records, before its checkpoint."""
 
+    def after_checkpoint(self, loop: EpochLoop, epoch: int) -> None:
+        """After the epoch's checkpoint, record and line (e.g. DeepLab's evaluation of that epoch)."""
+
 
 @dataclass
 class EpochLoop:
@@ -54,7 +57,7 @@ class EpochLoop:
     optimizer: torch.optim.Optimizer
     data: Any  # an EpochData: ``set_epoch`` and a torch Dataset
     step: StepFn
-    lr_at: Callable[[int], float]  # epoch (0-based) → learning rate
+    lr_at: Callable[[int, int], float]  # (epoch, step), 0-based → learning rate
     epochs: int
     batch_size: int
     seed: int
@@ -73,6 +76,9 @@ class EpochLoop:
     averaged: Sequence[str] | None = ("loss",)  # the step numbers averaged into the epoch record (None: all)
     title: str | None = None  # of loss.png (default: name)
     epoch_line: Callable[[dict], str] | None = None  # the epoch's line from its record (default: loss, lr, time)
+    lr_per_step: bool = False  # False: the lr of (epoch, 0) for the whole epoch; True: set before every step (poly)
+    drop_last: bool = False  # the DataLoader's (DeepLab: equal batches for the image-pooling BatchNorm)
+    weighted: bool = True  # the epoch's means weighted by batch size (False: the mean over steps)
 
     def run(self, start: int) -> None:
         """Epochs ``start`` … ``epochs - 1``: each one trained, recorded and checkpointed."""
@@ -80,19 +86,23 @@ class EpochLoop:
             self.run_epoch(epoch)
 
     def run_epoch(self, epoch: int) -> None:
-        lr = self.lr_at(epoch)
+        lr = self.lr_at(epoch, 0)
         set_lr(self.optimizer, lr)
         self.data.set_epoch(epoch)
         for hook in self.hooks:
             hook.before_epoch(self, epoch)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         loader = torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, generator=gen,
-                                             collate_fn=self.collate, num_workers=self.workers)
+                                             collate_fn=self.collate, drop_last=self.drop_last,
+                                             num_workers=self.workers)
         t0, count = time.perf_counter(), 0
         sums: dict[str, float] = {}
         bar = progress_bar(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", unit=self.unit,
                            enabled=self.progress, leave=False)
         for step, batch in enumerate(bar):
+            if self.lr_per_step:
+                lr = self.lr_at(epoch, step)
+                set_lr(self.optimizer, lr)
             loss, extras = self.step(batch, epoch, step)
             if not torch.isfinite(loss):
                 raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
@@ -101,7 +111,7 @@ class EpochLoop:
             self.optimizer.step()
             for hook in self.hooks:
                 hook.after_step(self, epoch, step)
-            values, n = {"loss": float(loss.item()), **extras}, len(batch[0])
+            values, n = {"loss": float(loss.item()), **extras}, (len(batch[0]) if self.weighted else 1)
             count += n
             for k, v in values.items():
                 if self.averaged is None or k in self.averaged:
@@ -122,3 +132,5 @@ class EpochLoop:
         self.write_record(self.out / "train.json", {**self.record, "epochs_done": epoch + 1, "finished": False})
         self.echo(self.epoch_line(rec) if self.epoch_line is not None else
                   f"epoch {epoch + 1}/{self.epochs}: loss {means['loss']:.4f}, lr {lr:g}, {self.seconds[-1]:.1f} s")
+        for hook in self.hooks:
+            hook.after_checkpoint(self, epoch)
