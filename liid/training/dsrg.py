@@ -65,7 +65,7 @@ from liid.detection.deeplab import (
 )
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.models import load_checkpoint, pick_device, save_checkpoint
+from liid.models import load_checkpoint, pick_device
 from liid.models.backbone import Normalization, checkpoint_norm
 from liid.models.checkpoint import read_checkpoint
 from liid.progress import progress as progress_bar
@@ -74,6 +74,7 @@ from liid.training.cams import compute_cams
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
 from liid.training.seeds import BG_BELOW, FG_TOP, THETA_B, THETA_F, grow_seeds, initial_seeds
+from liid.training.trainer import EpochLoop, Hook
 
 FORMAT = "liid-train-dsrg"
 VERSION = 1
@@ -433,52 +434,40 @@ def train_dsrg(dataset: Dataset, cams_path: str | os.PathLike, saliency: Salienc
         write_json(out / RECORD, rec)
         return rec
 
-    for epoch in range(start, config.epochs):
-        data.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # the head's dropout
-        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
-                                             drop_last=True, num_workers=config.workers)
-        t0, total, total_seed, total_bnd = time.perf_counter(), 0.0, 0.0, 0.0
-        bar = progress_bar(loader, desc=f"train-dsrg {epoch + 1}/{config.epochs}", unit="batch",
-                           enabled=progress, leave=False)
-        for step, (x, y, _) in enumerate(bar):
-            lr = poly_lr(config.lr, epoch * iters + step, max_iters)
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g["lr_mult"]
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits, low = _forward(model, x)
-            l_seed = balanced_seed_loss(logits, y)
-            if config.boundary_weight > 0:
-                stride = x.shape[-1] / low.shape[-1]
-                l_bnd = boundary_loss(low, _small_images(x, tuple(low.shape[-2:]), model.norm),
-                                      CRF_SCALE * stride / 8)
-            else:
-                l_bnd = torch.zeros((), device=device)
-            loss = l_seed + config.boundary_weight * l_bnd
-            if not torch.isfinite(loss):
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value, v_seed, v_bnd = float(loss.item()), float(l_seed.item()), float(l_bnd.item())
-            total, total_seed, total_bnd = total + value, total_seed + v_seed, total_bnd + v_bnd
-            records.append({"type": "step", "epoch": epoch + 1, "step": step, "loss": value, "seed_loss": v_seed,
-                            "boundary_loss": v_bnd, "lr": lr})
-            bar.set_postfix(loss=f"{total / (step + 1):.4f}", lr=f"{lr:.2e}")
-        bar.close()
-        seconds = time.perf_counter() - t0
-        records.append({"type": "epoch", "epoch": epoch + 1, "loss": total / iters, "seed_loss": total_seed / iters,
-                        "boundary_loss": total_bnd / iters, "lr": lr, "seconds": seconds})
-        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
-        write_log(out / LOG, records)
-        grow(epoch + 1)
-        plot_losses(out / PLOT, records, title="train-dsrg")
-        rec = write_record(epoch + 1, False)
-        s = rec["epochs"][-1]["seeds"]
-        echo(f"epoch {epoch + 1}/{config.epochs}: loss {total / iters:.4f} (seed {total_seed / iters:.4f}, boundary "
-             f"{total_bnd / iters:.4f}), lr {lr:.3g}, {seconds:.1f} s; seeds now label "
-             f"{s['labeled_fraction']:.1%} of the pixels")
+    def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        x, y, _ = batch
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits, low = _forward(model, x)
+        l_seed = balanced_seed_loss(logits, y)
+        if config.boundary_weight > 0:
+            stride = x.shape[-1] / low.shape[-1]
+            l_bnd = boundary_loss(low, _small_images(x, tuple(low.shape[-2:]), model.norm), CRF_SCALE * stride / 8)
+        else:
+            l_bnd = torch.zeros((), device=device)
+        return l_seed + config.boundary_weight * l_bnd, {"seed_loss": float(l_seed.item()),
+                                                          "boundary_loss": float(l_bnd.item())}
+
+    class DropoutSeedAndGrowth(Hook):
+        """The head's dropout draws from (seed, epoch); the seeds grown after the epoch's checkpoint and log."""
+
+        def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
+            torch.manual_seed(config.seed * 1_000_003 + epoch)
+
+        def after_log(self, loop: EpochLoop, epoch: int) -> None:
+            grow(epoch + 1)
+
+    def epoch_line(rec: dict) -> str:
+        grown = next(r for r in reversed(records) if r.get("type") == "seeds" and r["epoch"] == rec["epoch"])
+        return (f"epoch {rec['epoch']}/{config.epochs}: loss {rec['loss']:.4f} (seed {rec['seed_loss']:.4f}, "
+                f"boundary {rec['boundary_loss']:.4f}), lr {rec['lr']:.3g}, {rec['seconds']:.1f} s; seeds now "
+                f"label {grown.get('labeled_fraction'):.1%} of the pixels")
+
+    EpochLoop("train-dsrg", out, model, optimizer, data, step,
+              lambda e, s: poly_lr(config.lr, e * iters + s, max_iters), config.epochs, config.batch_size,
+              config.seed, config.workers, device, meta, record,
+              lambda file, rec: write_record(rec["epochs_done"], False), [DropoutSeedAndGrowth()], progress,
+              echo, records, [], epoch_line=epoch_line, lr_per_step=True, drop_last=True, weighted=False,
+              averaged=None).run(start)
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs")
         plot_losses(out / PLOT, records, title="train-dsrg")

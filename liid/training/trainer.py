@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from liid.errors import LiidError
+from liid.models import save_checkpoint
 from liid.progress import progress as progress_bar
-from liid.training.loop import save_epoch, set_lr
+from liid.training.log import plot_losses, write_log
+from liid.training.loop import set_lr
 
 StepFn = Callable[[Any, int, int], tuple[torch.Tensor, dict[str, float]]]  # (batch, epoch, step) → loss, extras
 
@@ -42,6 +44,10 @@ class Hook:
 
     def after_epoch(self, loop: EpochLoop, epoch: int) -> None:
         """After the epoch's records, before its checkpoint."""
+
+    def after_log(self, loop: EpochLoop, epoch: int) -> None:
+        """After the epoch's checkpoint and log.jsonl, before its curve and train.json (e.g. DSRG's seed growth:
+        a run stopped during it resumes by growing again from the checkpoint)."""
 
     def after_checkpoint(self, loop: EpochLoop, epoch: int) -> None:
         """After the epoch's checkpoint, record and line (e.g. DeepLab's evaluation of that epoch)."""
@@ -128,7 +134,11 @@ class EpochLoop:
         self.records.append(rec)
         for hook in self.hooks:
             hook.after_epoch(self, epoch)
-        save_epoch(self.out, self.model, self.optimizer, epoch + 1, self.meta, self.records, self.title or self.name)
+        save_checkpoint(self.out / "checkpoint.pt", self.model, self.optimizer, epoch + 1, self.meta)
+        write_log(self.out / "log.jsonl", self.records)
+        for hook in self.hooks:
+            hook.after_log(self, epoch)
+        plot_losses(self.out / "loss.png", self.records, title=self.title or self.name)
         self.write_record(self.out / "train.json", {**self.record, "epochs_done": epoch + 1, "finished": False})
         self.echo(self.epoch_line(rec) if self.epoch_line is not None else
                   f"epoch {epoch + 1}/{self.epochs}: loss {means['loss']:.4f}, lr {lr:g}, {self.seconds[-1]:.1f} s")
