@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,15 +53,15 @@ from liid.detection.evaluate import category_map, evaluate_instances, match_coco
 from liid.detection.export import coco_image_ids
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
-from liid.models import pick_device, read_checkpoint, save_checkpoint
+from liid.models import pick_device, read_checkpoint
 from liid.models.backbone import BACKBONES, _trunk_state, backbone_spec, checkpoint_norm
 from liid.models.checkpoint import FORMAT as CKPT_FORMAT
 from liid.models.checkpoint import load_state_dict_checked, read_weights_file
 from liid.models.maskrcnn import FPN_CHANNELS, LITE_TAPS, LiteFPN, build_maskrcnn  # noqa: F401 (re-exported)
 from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
-from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
+from liid.training.trainer import EpochLoop, Hook
 
 FORMAT = "liid-train-maskrcnn"
 VERSION = 1
@@ -496,58 +495,45 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
               "schedule": {"warmup_iters": min(config.warmup_iters, total), "warmup_factor": WARMUP_FACTOR,
                            "steps": [round(total * 2 / 3), round(total * 8 / 9)]},
               "evaluation_dataset": ev_ds.describe() if ev_images else None, "evaluation_images": len(ev_images)}
-    for epoch in range(start, config.epochs):
-        data.set_epoch(epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # RPN / RoI sampling
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=gen,
-                                             collate_fn=collate, num_workers=config.workers)
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        bar = progress_bar(loader, desc=f"train-maskrcnn {epoch + 1}/{config.epochs}", unit="it",
-                           enabled=progress, leave=False)
-        lr = config.lr
-        for step, (xs, targets, idx) in enumerate(bar):
-            it = epoch * per_epoch + step
-            lr = lr_at(config, it, total)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            xs = [x.to(device, non_blocking=True) for x in xs]
-            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-            parts = model(xs, targets)
-            loss = sum(parts.values())
-            if not torch.isfinite(loss):
-                bad = [labels.ids[i] for i in idx]
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step} (images {bad}); "
-                                "lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            values = {"loss": float(loss.item()), **{k.removeprefix("loss_"): float(parts[k].item()) for k in LOSSES}}
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            records.append({"type": "step", "epoch": epoch + 1, "step": step, "iteration": it, **values, "lr": lr})
-            bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()})
-        bar.close()
-        seconds.append(time.perf_counter() - t0)
-        means = {k: v / per_epoch for k, v in sums.items()}
-        rec = {"type": "epoch", "epoch": epoch + 1, **means, "lr": lr, "seconds": seconds[-1],
-               "seconds_per_iteration": seconds[-1] / per_epoch}
-        if ev_images and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
-            rec["evaluation"] = evaluate_epoch(model, ev_ds, ev_images, out, epoch + 1, device, config.batch_size,
-                                               progress)
-            evaluations.append(rec["evaluation"])
-        records.append(rec)
-        save_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, meta)
-        write_log(out / LOG, records)
-        plot_losses(out / PLOT, records, title="train-maskrcnn")
-        write_json(out / RECORD, {**record, "epochs_done": epoch + 1, "finished": False, "evaluations": evaluations})
+    def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
+        xs, targets, idx = batch
+        xs = [x.to(device, non_blocking=True) for x in xs]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        parts = model(xs, targets)
+        loss = sum(parts.values())
+        if not torch.isfinite(loss):
+            bad = [labels.ids[i] for i in idx]
+            raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step} (images {bad}); lower --lr")
+        return loss, {k.removeprefix("loss_"): float(parts[k].item()) for k in LOSSES}
+
+    class SamplingSeedAndEvaluation(Hook):
+        """The RPN / RoI sampling draws from (seed, epoch); the epoch's evaluation (in its record) when due."""
+
+        def before_epoch(self, loop: EpochLoop, epoch: int) -> None:
+            torch.manual_seed(config.seed * 1_000_003 + epoch)
+
+        def epoch_numbers(self, loop: EpochLoop, epoch: int) -> dict:
+            numbers: dict = {"seconds_per_iteration": loop.seconds[-1] / per_epoch}
+            if ev_images and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+                numbers["evaluation"] = evaluate_epoch(model, ev_ds, ev_images, out, epoch + 1, device,
+                                                       config.batch_size, progress)
+                evaluations.append(numbers["evaluation"])
+            return numbers
+
+    def epoch_line(rec: dict) -> str:
         ev_txt = ""
         if "evaluation" in rec:
             e = rec["evaluation"]
             ev_txt = f", mask AP {e['ap']:.3f} AP50 {e['ap50']:.3f} AP75 {e['ap75']:.3f} ABO {e['abo']:.3f}"
-        echo(f"epoch {epoch + 1}/{config.epochs}: loss {means['loss']:.4f} (mask {means['mask']:.4f}), lr {lr:g}, "
-             f"{seconds[-1]:.1f} s{ev_txt}")
+        return (f"epoch {rec['epoch']}/{config.epochs}: loss {rec['loss']:.4f} (mask {rec['mask']:.4f}), "
+                f"lr {rec['lr']:g}, {rec['seconds']:.1f} s{ev_txt}")
+
+    EpochLoop("train-maskrcnn", out, model, optimizer, data, step,
+              lambda e, s: lr_at(config, e * per_epoch + s, total), config.epochs, config.batch_size, config.seed,
+              config.workers, device, meta, record,
+              lambda file, rec: write_json(file, {**rec, "evaluations": evaluations}), [SamplingSeedAndEvaluation()],
+              progress, echo, records, seconds, collate=collate, unit="it", averaged=None, epoch_line=epoch_line,
+              lr_per_step=True, weighted=False, step_prefix=lambda e, s: {"iteration": e * per_epoch + s}).run(start)
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs")
     epochs = [r for r in records if r.get("type") == "epoch"]

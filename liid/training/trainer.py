@@ -85,6 +85,7 @@ class EpochLoop:
     lr_per_step: bool = False  # False: the lr of (epoch, 0) for the whole epoch; True: set before every step (poly)
     drop_last: bool = False  # the DataLoader's (DeepLab: equal batches for the image-pooling BatchNorm)
     weighted: bool = True  # the epoch's means weighted by batch size (False: the mean over steps)
+    step_prefix: Callable[[int, int], dict] | None = None  # (epoch, step) → fields before the loss in a step record
 
     def run(self, start: int) -> None:
         """Epochs ``start`` … ``epochs - 1``: each one trained, recorded and checkpointed."""
@@ -122,7 +123,8 @@ class EpochLoop:
             for k, v in values.items():
                 if self.averaged is None or k in self.averaged:
                     sums[k] = sums.get(k, 0.0) + v * n
-            self.records.append({"type": "step", "epoch": epoch + 1, "step": step, **values, "lr": lr})
+            prefix = self.step_prefix(epoch, step) if self.step_prefix is not None else {}
+            self.records.append({"type": "step", "epoch": epoch + 1, "step": step, **prefix, **values, "lr": lr})
             bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
         bar.close()
         self.seconds.append(time.perf_counter() - t0)
