@@ -56,7 +56,7 @@ from liid.fingerprint import fingerprint
 from liid.models import pick_device, read_checkpoint
 from liid.models.backbone import BACKBONES, _trunk_state, backbone_spec, checkpoint_norm
 from liid.models.checkpoint import FORMAT as CKPT_FORMAT
-from liid.models.checkpoint import load_state_dict_checked, read_weights_file
+from liid.models.checkpoint import checkpoint_file, load_state_dict_checked, read_weights_file
 from liid.models.maskrcnn import FPN_CHANNELS, LITE_TAPS, LiteFPN, build_maskrcnn  # noqa: F401 (re-exported)
 from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
@@ -563,7 +563,7 @@ def evaluate_epoch(model: MaskRCNN, dataset: Dataset, images: list[ImageInfo], o
 def load_trained(path: str | Path, device: torch.device) -> tuple[MaskRCNN, dict]:
     """A ``train-maskrcnn`` folder (its checkpoint.pt) or checkpoint as an eval-mode model, and its meta."""
     path = Path(path)
-    file = path / CHECKPOINT if path.is_dir() else path
+    file = checkpoint_file(path)
     ckpt = read_checkpoint(file)
     meta = ckpt["meta"]
     if meta.get("model") != "MaskRCNN":

@@ -14,6 +14,7 @@ from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.graph.feature_store import write_feature_store
 from liid.models import pick_device
+from liid.models.checkpoint import checkpoint_file
 from liid.stage import up_to_date
 from liid.training.extract import extract_features, load_mil
 from liid.training.mil_data import read_proposal_set
@@ -51,7 +52,7 @@ def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | No
     model, meta = load_mil(mil, ds, dev)
     top = top if top is not None else meta.get("top")
     size = size if size is not None else int(meta.get("size") or 448)
-    ckpt = mil / "checkpoint.pt" if mil.is_dir() else mil
+    ckpt = checkpoint_file(mil)
     expected = {"checkpoint": fingerprint(ckpt), "proposals": fingerprint(proposals) if proposals.is_dir() else None,
                 "dataset": ds.describe(), "top": top, "size": size, "float32": float32}
     if up_to_date(out, "store.json", "inputs", expected, overwrite):

@@ -34,6 +34,7 @@ from liid.labelers.semantic import (
     oaa_semantic,
     vit_sm_semantic_fn,
 )
+from liid.models.checkpoint import checkpoint_file
 from liid.proposals.store import masks_to_proposals
 from liid.stage import input_fingerprints, up_to_date
 
@@ -139,7 +140,7 @@ def run_cam(params: dict[str, Any], out: Path, overwrite: bool) -> dict | None:
     if kind != "proposal" and proposals is not None:
         raise LiidError(f"--proposals is used by --instances proposal only, not --instances {kind}")
     ds = open_dataset(dataset, split=split, images=images_dir)
-    file = cams / "checkpoint.pt" if cams.is_dir() else cams
+    file = checkpoint_file(cams)
     inputs = {"method": "cam", "cams": str(cams), "dataset": str(dataset), "split": split,
               "images": None if images_dir is None else str(images_dir),
               "proposals": None if proposals is None else str(proposals), "cam_threshold": threshold,
@@ -213,11 +214,6 @@ def semantic_run(method: str, description: str, settings: tuple[str, ...],
     return run
 
 
-def _checkpoint(folder_or_file: Path) -> Path:
-    """A training folder's checkpoint.pt, or the file given."""
-    return folder_or_file / "checkpoint.pt" if folder_or_file.is_dir() else folder_or_file
-
-
 def _oaa_files(p: dict[str, Any]) -> list[Path]:
     """OAA's recorded input: the cumulative maps of a ``train-cls --oaa`` folder (its oaa.npz) or the file."""
     return [p["cams"] / "oaa.npz" if p["cams"].is_dir() else p["cams"]]
@@ -225,7 +221,7 @@ def _oaa_files(p: dict[str, Any]) -> list[Path]:
 
 def _am_saliency_files(p: dict[str, Any]) -> list[Path]:
     """am-saliency's recorded inputs: the classifier, and a saliency folder when one is given."""
-    return [_checkpoint(p["cams"]), *([] if p["saliency"] == BUILTIN else [Path(p["saliency"])])]
+    return [checkpoint_file(p["cams"]), *([] if p["saliency"] == BUILTIN else [Path(p["saliency"])])]
 
 
 def _dsrg_files(p: dict[str, Any]) -> list[Path]:
@@ -271,7 +267,7 @@ def _register_builtins() -> None:
         ("oaa+", "the integral attention model of `train-cls --oaa-targets`",
          "OAA+ integral attention model (paper 003)",
          {"cams", "cam_threshold", "device"}, {"cams": "--cams INT (a `liid train-cls --oaa-targets CLS` folder)"},
-         ("cam_threshold",), lambda p: [_checkpoint(p["cams"])],
+         ("cam_threshold",), lambda p: [checkpoint_file(p["cams"])],
          lambda p, ds: oaa_plus_semantic(p["cams"], ds, p["cam_threshold"], p["device"]), None),
         ("am-saliency", "attention maps + successive-erasing saliency + CRF",
          "attention maps + successive-erasing saliency (paper 000)",
@@ -285,7 +281,7 @@ def _register_builtins() -> None:
          lambda p, ds: dsrg_semantic_fn(p["model"], ds, p["crf"], p["device"]), None),
         ("vit-sm", "the Final-CAMs of a `train-vit` model", "ViT semantic modulation Final-CAM (paper 002)",
          {"model", "cam_threshold", "device"}, {"model": "--model DIR (a `liid train-vit` folder)"},
-         ("cam_threshold",), lambda p: [_checkpoint(p["model"])],
+         ("cam_threshold",), lambda p: [checkpoint_file(p["model"])],
          lambda p, ds: vit_sm_semantic_fn(p["model"], ds, p["cam_threshold"], p["device"]), None),
     )
     for name, summary, description, options, required, settings, files, build, checks in semantic:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from liid.datasets.base import Dataset
 from liid.detection.export import ImageLabels, export_labeled
 from liid.errors import LiidError
+from liid.models.checkpoint import checkpoint_file
 
 SemanticFn = Callable[[str], np.ndarray]
 
@@ -134,7 +135,7 @@ def vit_sm_semantic_fn(model_dir: Path, ds: Dataset, threshold: float, device: s
 
 
 def _classifier_file(cams: Path) -> Path:
-    file = cams / "checkpoint.pt" if cams.is_dir() else cams
+    file = checkpoint_file(cams)
     if not file.is_file():
         raise LiidError(f"{file}: classifier checkpoint not found (train one with `liid train-cls`)")
     return file

@@ -193,3 +193,10 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         except (ValueError, KeyError, RuntimeError) as e:
             raise LiidError(f"checkpoint {path}: optimizer state does not fit ({_one_line(e)})") from None
     return meta
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint a path stands for: a training folder's checkpoint.pt, or the file given (the one rule of every
+    `--model`, `--cams`, `--mil` and `--weights` that takes either)."""
+    path = Path(path)
+    return path / "checkpoint.pt" if path.is_dir() else path

@@ -10,7 +10,7 @@ from torch import nn
 
 from liid.errors import LiidError
 from liid.models.backbone import build_backbone, checkpoint_norm
-from liid.models.checkpoint import load_checkpoint, read_checkpoint
+from liid.models.checkpoint import checkpoint_file, load_checkpoint, read_checkpoint
 
 
 def load_trained(path: str | os.PathLike, model_cls: type[nn.Module], classes: list[str], device: torch.device,
@@ -22,7 +22,7 @@ def load_trained(path: str | os.PathLike, model_cls: type[nn.Module], classes: l
     wanted and where it comes from), other class names; ``load_checkpoint`` refuses another class count.
     """
     path = Path(path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
+    file = checkpoint_file(path)
     meta = read_checkpoint(file)["meta"]
     if meta.get("model") not in (None, model_cls.__name__):
         raise LiidError(f"checkpoint {file} holds a {meta.get('model')}, not a {what} ({hint})")

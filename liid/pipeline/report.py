@@ -39,6 +39,7 @@ from liid.datasets.palette import voc_palette
 from liid.datasets.voc import read_index_png
 from liid.detection.evaluate import _result_categories, category_map, match_coco_images, match_images, to_rle
 from liid.errors import LiidError
+from liid.models.checkpoint import checkpoint_file
 from liid.proposals.store import read_image_proposals, read_proposal_index
 from liid.training.log import read_log
 
@@ -758,7 +759,7 @@ def write_report(out: Path, *, title: str = "LIID report", dataset: Dataset, met
     cam_dir = None
     if cams is not None:
         c = Path(cams)
-        if rep.exists(c / "checkpoint.pt" if c.is_dir() else c, "CAM classifier"):
+        if rep.exists(checkpoint_file(c), "CAM classifier"):
             cam_dir = c
     ids = sample_images(dataset, n_images, seed)
     if ids and (props is not None or sources or cam_dir is not None or dataset.has_instances or dataset.has_semantic):

@@ -20,6 +20,7 @@ from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.losses import attention_pseudo_labels, cam_box_scores, cam_soft_iou
 from liid.models import MultiLabelClassifier
+from liid.models.checkpoint import checkpoint_file
 from liid.models.trained import load_trained
 from liid.progress import progress as progress_bar
 from liid.training.cams import compute_cams
@@ -78,7 +79,7 @@ def attention_labels(classifier_path: str | Path, dataset: Dataset, proposals: P
     if pooling not in POOLINGS:
         raise LiidError(f"--att-pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
     path = Path(classifier_path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
+    file = checkpoint_file(path)
     if not file.is_file():
         raise LiidError(f"{file}: CAM classifier checkpoint not found (train one with `liid train-cls`)")
     key = {"classifier_sha256": file_sha256(file), "eta": eta, "pooling": pooling,

@@ -67,7 +67,7 @@ from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.models import load_checkpoint, pick_device
 from liid.models.backbone import Normalization, checkpoint_norm
-from liid.models.checkpoint import read_checkpoint
+from liid.models.checkpoint import checkpoint_file, read_checkpoint
 from liid.progress import progress as progress_bar
 from liid.training.attention import file_sha256, load_classifier
 from liid.training.cams import compute_cams
@@ -326,7 +326,7 @@ def _copy_seeds(source: Path, folder: Path) -> None:
 
 def _classifier_file(cams_path: str | os.PathLike) -> Path:
     path = Path(cams_path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
+    file = checkpoint_file(path)
     if not file.is_file():
         raise LiidError(f"{file}: CAM classifier checkpoint not found (train one with `liid train-cls`)")
     return file

@@ -39,6 +39,7 @@ from liid.datasets.base import Dataset
 from liid.errors import LiidError
 from liid.losses import multilabel_loss
 from liid.models import load_checkpoint, pick_device, read_checkpoint
+from liid.models.checkpoint import checkpoint_file
 from liid.models.vit import DEIT_S, MultiClassTokenViT, load_deit_weights
 from liid.progress import progress as progress_bar
 from liid.training.data import ClassificationData
@@ -270,7 +271,7 @@ def load_vit(path: str | Path, dataset: Dataset, device: torch.device) -> tuple[
     or count than the dataset's.
     """
     path = Path(path)
-    file = path / CHECKPOINT if path.is_dir() else path
+    file = checkpoint_file(path)
     if not file.is_file():
         raise LiidError(f"{file}: ViT checkpoint not found (train one with `liid train-vit`)")
     meta = read_checkpoint(file)["meta"]
