@@ -1,4 +1,5 @@
-"""What every training command shares: the output-folder rule, the step learning rate, the resume check."""
+"""What every training command shares: the output-folder rule, the step learning rate, the resume check, the
+finished record (the epoch loop itself is liid/training/trainer.py)."""
 
 from __future__ import annotations
 
@@ -103,18 +104,6 @@ def resume_from(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     start = int(meta["epoch"])
     echo(f"{out}: resuming after epoch {start}/{settings.get('epochs', '?')}")
     return start, [r for r in read_log(out / log) if r.get("epoch", 0) <= start]
-
-
-def save_epoch(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int, meta: dict,
-               records: list[dict], title: str) -> None:
-    """An image-level trainer's end of epoch: checkpoint, log.jsonl and loss.png (then the trainer writes its
-    unfinished train.json)."""
-    from liid.models import save_checkpoint
-    from liid.training.log import plot_losses, write_log
-
-    save_checkpoint(out / "checkpoint.pt", model, optimizer, epochs_done, meta)
-    write_log(out / "log.jsonl", records)
-    plot_losses(out / "loss.png", records, title=title)
 
 
 def finished_record(out: Path, start: int, epochs: int, record: dict, echo: Callable[[str], None]) -> dict | None:
