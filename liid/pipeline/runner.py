@@ -314,63 +314,66 @@ def select_stages(names: list[str], spec: str | None) -> set[str]:
     return chosen
 
 
-class Tee(io.TextIOBase):
-    """A stream that writes to the terminal as it is and to a log file one finished line at a time (a progress
-    bar's carriage-return redraws leave only their last state in the log)."""
+class _PassOn(io.TextIOBase):
+    """A text stream that passes what is written on to ``stream`` (the terminal's properties are its own) and
+    hands each piece to ``keep``; bytes (click.echo may hand them) are decoded first."""
 
-    def __init__(self, stream: TextIO, log: TextIO):
-        self.stream, self.log, self.pending = stream, log, ""
+    def __init__(self, stream: TextIO):
+        self.stream = stream
 
     def write(self, text: str | bytes) -> int:
-        if isinstance(text, bytes):  # click.echo may hand a stream without a binary buffer bytes
+        if isinstance(text, bytes):
             text = text.decode(self.encoding, "replace")
         self.stream.write(text)
+        self.keep(text)
+        return len(text)
+
+    def keep(self, text: str) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+
+class Tee(_PassOn):
+    """The terminal as it is, and a log file one finished line at a time (a progress bar's carriage-return
+    redraws leave only their last state in the log)."""
+
+    def __init__(self, stream: TextIO, log: TextIO):
+        super().__init__(stream)
+        self.log, self.pending = log, ""
+
+    def keep(self, text: str) -> None:
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
             self.log.write(line.rsplit("\r", 1)[-1] + "\n")
         self.log.flush()
-        return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        super().flush()
         self.log.flush()
 
-    def isatty(self) -> bool:
-        return self.stream.isatty()
 
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", None) or "utf-8"
-
-
-class _Capture(io.TextIOBase):
+class _Capture(_PassOn):
     """Collects what a stage prints (to tell an up-to-date skip) while passing it on."""
 
     def __init__(self, stream: TextIO):
-        self.stream, self.parts = stream, []
+        super().__init__(stream)
+        self.parts: list[str] = []
 
-    def write(self, text: str | bytes) -> int:
-        if isinstance(text, bytes):
-            text = text.decode(self.encoding, "replace")
+    def keep(self, text: str) -> None:
         self.parts.append(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", None) or "utf-8"
 
 
 def run_command(group: click.Group, stage: Stage) -> None:
