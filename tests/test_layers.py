@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("liid.training", "liid.detection"),  # the trainers; export, evaluation, Mask R-CNN, DeepLab
     ("liid.labelers",),  # one object per method (the registry) and the methods' labelling
     ("liid.pipeline",),  # `liid run`: the stages in order, the report
-    ("liid.cli", "liid.commands"),  # thin: read and validate, call one function, write
+    ("liid.cli", "liid.__main__", "liid.commands"),  # thin: read and validate, call one function, write
 ]
 
 

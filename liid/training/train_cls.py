@@ -36,6 +36,7 @@ from liid.losses import multilabel_loss
 from liid.models import MultiLabelClassifier, backbone_norm, build_backbone, pick_device
 from liid.progress import progress as progress_bar
 from liid.training.data import ClassificationData
+from liid.training.distributed import init_world
 from liid.training.loop import (
     finish_run,
     finished_record,
@@ -170,10 +171,16 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
                      echo: Callable[[str], None] = print) -> dict:
     """Train (or resume) the classifier on ``dataset`` into ``out``; returns the train.json record.
 
-    Everything is validated (labels, weights, device, resume checkpoint) before the folder is touched.
+    Everything is validated (labels, weights, device, resume checkpoint) before the folder is touched. Under
+    ``torchrun`` each process trains on its slice of every global batch (``liid.training.distributed``); rank 0
+    writes the folder and evaluates.
     """
     out = Path(out)
-    device = pick_device(config.device)
+    world, device = init_world(pick_device(config.device))
+    if world.distributed and config.oaa is not None:
+        raise LiidError("--oaa under torchrun: OAA's cumulative maps are kept by one process; train it with one")
+    if not world.is_main:
+        echo, progress = (lambda _: None), False
     data = ClassificationData(dataset, config.size, train=True, seed=config.seed,
                               norm=backbone_norm(config.backbone))
     torch.manual_seed(config.seed)
@@ -181,7 +188,7 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
                                      from_scratch=config.from_scratch, freeze_bn=config.freeze_bn)
     model = MultiLabelClassifier(trunk, channels, dataset.num_classes)
     optimizer = sgd_for(model, config.lr, config.trunk_lr_mult)
-    has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-cls")
+    has_ckpt = world.on_main(lambda: prepare_out(out, resume, overwrite, _OURS, "train-cls"))
     start, records, seconds = 0, [], []
     if has_ckpt:
         start, records = resume_from(out, model, optimizer, config.resumable(), echo)
@@ -196,19 +203,21 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
         if oaa_maps.epochs != start or oaa_maps.ids != data.ids:
             raise LiidError(f"{out / MAPS}: OAA maps of {oaa_maps.epochs} epochs do not belong to the checkpoint "
                             f"of epoch {start}; train again with --overwrite")
-    out.mkdir(exist_ok=True)
+    if world.is_main:
+        out.mkdir(exist_ok=True)
     model.to(device)
     model.train()
+    net = world.replica(model)
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
             "config": config.resumable(), "dataset": dataset.describe(), "size": config.size}
     record = {"format": FORMAT, "version": VERSION, "settings": asdict(config), "freeze_bn": config.freeze_bn,
-              "dataset": dataset.describe(), "device": str(device), "images": len(data)}
+              "dataset": dataset.describe(), "device": str(device), "images": len(data), "processes": world.size}
     def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
         nonlocal oaa_maps
         x, y, idx = batch
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         indices = [int(i) for i in idx]
-        raw = model.raw_cams(x)
+        raw = net.raw_cams(x)
         logits = raw.mean(dim=(2, 3))  # = model(x)
         if targets is not None:  # OAA+: the integral attention model, eqs. 7-9
             p = normalised_targets(targets, indices, [data.flipped(i) for i in indices], tuple(raw.shape[2:]))
@@ -230,13 +239,17 @@ def train_classifier(dataset: Dataset, out: str | Path, config: TrainClsConfig, 
     loop = EpochLoop("train-cls", out, model, optimizer, data, step, lambda e, _: epoch_lr(config, e), config.epochs,
                      config.batch_size, config.seed, config.workers, device, meta, record,
                      lambda file, rec: write_json(file, rec), [SaveOaaMaps()],
-                     progress, echo, records, seconds)
+                     progress, echo, records, seconds, world=world)
     loop.run(start)
-    done = finished_record(out, start, config.epochs, record, echo)
-    if done is not None:
-        return done
-    final = evaluate(model, data, device, config.batch_size, progress)
-    return finish_run(out, records, seconds, record, final, start, config.epochs, "train-cls", echo)
+
+    def finish() -> dict:
+        done = finished_record(out, start, config.epochs, record, echo)
+        if done is not None:
+            return done
+        final = evaluate(model, data, device, config.batch_size, progress)
+        return finish_run(out, records, seconds, record, final, start, config.epochs, "train-cls", echo)
+
+    return world.on_main(finish)
 
 
 def read_record(out: str | Path) -> dict:

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from liid.errors import LiidError
 from liid.models import save_checkpoint
 from liid.progress import progress as progress_bar
+from liid.training.distributed import World
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import set_lr
 
@@ -86,6 +88,21 @@ class EpochLoop:
     drop_last: bool = False  # the DataLoader's (DeepLab: equal batches for the image-pooling BatchNorm)
     weighted: bool = True  # the epoch's means weighted by batch size (False: the mean over steps)
     step_prefix: Callable[[int, int], dict] | None = None  # (epoch, step) → fields before the loss in a step record
+    world: World = World()  # torchrun's processes (liid.training.distributed): batch_size is the global batch
+
+    def _loader(self, epoch: int) -> tuple[torch.utils.data.DataLoader, list[tuple[int, int]] | None]:
+        """The epoch's loader and, under several processes, each step's (real items here, global batch size)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if not self.world.distributed:
+            return torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, generator=gen,
+                                               collate_fn=self.collate, drop_last=self.drop_last,
+                                               num_workers=self.workers), None
+        batches = self.world.epoch_batches(len(self.data), self.batch_size, gen, self.drop_last)
+        # its own generator, so that the workers' base seed is not drawn from the global random state
+        loader = torch.utils.data.DataLoader(self.data, batch_sampler=[b for b, _, _ in batches],
+                                             collate_fn=self.collate, num_workers=self.workers,
+                                             generator=torch.Generator().manual_seed(self.seed))
+        return loader, [(n, total) for _, n, total in batches]
 
     def run(self, start: int) -> None:
         """Epochs ``start`` … ``epochs - 1``: each one trained, recorded and checkpointed."""
@@ -98,27 +115,32 @@ class EpochLoop:
         self.data.set_epoch(epoch)
         for hook in self.hooks:
             hook.before_epoch(self, epoch)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        loader = torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=True, generator=gen,
-                                             collate_fn=self.collate, drop_last=self.drop_last,
-                                             num_workers=self.workers)
+        loader, shares = self._loader(epoch)
+        main = self.world.is_main
         t0, count = time.perf_counter(), 0
         sums: dict[str, float] = {}
         bar = progress_bar(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", unit=self.unit,
-                           enabled=self.progress, leave=False)
+                           enabled=self.progress and main, leave=False)
         for step, batch in enumerate(bar):
             if self.lr_per_step:
                 lr = self.lr_at(epoch, step)
                 set_lr(self.optimizer, lr)
             loss, extras = self.step(batch, epoch, step)
-            if not torch.isfinite(loss):
-                raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step}; lower --lr")
+            values = {"loss": float(loss.item()), **extras}
+            if shares is not None:  # the global batch's numbers, on every rank
+                local, total = shares[step]
+                values = self.world.batch_mean(values, local, total)
+            if not np.isfinite(values["loss"]):
+                raise LiidError(f"loss became {values['loss']} in epoch {epoch + 1}, step {step}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if shares is None:
+                loss.backward()
+            else:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
+                (loss * self.world.share(local, total)).backward()
             self.optimizer.step()
             for hook in self.hooks:
                 hook.after_step(self, epoch, step)
-            values, n = {"loss": float(loss.item()), **extras}, (len(batch[0]) if self.weighted else 1)
+            n = 1 if not self.weighted else (len(batch[0]) if shares is None else total)
             count += n
             for k, v in values.items():
                 if self.averaged is None or k in self.averaged:
@@ -136,13 +158,17 @@ class EpochLoop:
         self.records.append(rec)
         for hook in self.hooks:
             hook.after_epoch(self, epoch)
-        save_checkpoint(self.out / "checkpoint.pt", self.model, self.optimizer, epoch + 1, self.meta)
-        write_log(self.out / "log.jsonl", self.records)
+        if main:  # rank 0 writes; the others hold the same model, records and numbers
+            save_checkpoint(self.out / "checkpoint.pt", self.model, self.optimizer, epoch + 1, self.meta)
+            write_log(self.out / "log.jsonl", self.records)
         for hook in self.hooks:
             hook.after_log(self, epoch)
-        plot_losses(self.out / "loss.png", self.records, title=self.title or self.name)
-        self.write_record(self.out / "train.json", {**self.record, "epochs_done": epoch + 1, "finished": False})
-        self.echo(self.epoch_line(rec) if self.epoch_line is not None else
-                  f"epoch {epoch + 1}/{self.epochs}: loss {means['loss']:.4f}, lr {lr:g}, {self.seconds[-1]:.1f} s")
+        if main:
+            plot_losses(self.out / "loss.png", self.records, title=self.title or self.name)
+            self.write_record(self.out / "train.json", {**self.record, "epochs_done": epoch + 1, "finished": False})
+            self.echo(self.epoch_line(rec) if self.epoch_line is not None else
+                      f"epoch {epoch + 1}/{self.epochs}: loss {means['loss']:.4f}, lr {lr:g}, "
+                      f"{self.seconds[-1]:.1f} s")
+        self.world.barrier()
         for hook in self.hooks:
             hook.after_checkpoint(self, epoch)
