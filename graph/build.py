@@ -58,14 +58,16 @@ def _same_image_share(store: FeatureStore, edges: np.ndarray) -> float | None:
     return float((img[edges[:, 0]] == img[edges[:, 1]]).mean())
 
 
-def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sample: int = 0
-                ) -> tuple[CutGraph, dict]:
-    """Nodes = proposals, terminal weights = masked p, edges = symmetrised kNN with weight delta*cos."""
+def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sample: int = 0, backend=None,
+                scratch=None) -> tuple[CutGraph, dict]:
+    """Nodes = proposals, terminal weights = masked p, edges = symmetrised kNN with weight delta*cos.
+
+    ``backend`` (``liid.graph.parallel.Backend``) and ``scratch`` run the kNN's shards (``cfg.knn.shards``)."""
     t0 = time.perf_counter()
     x = normalized(store.features, centre=feature_mean(store.features) if cfg.centre else None)
     t_knn = time.perf_counter()
     groups = np.asarray(store.proposal_image) if cfg.neighbours == "cross-image" else None
-    idx, sim, info = knn(x, cfg.knn, groups=groups)
+    idx, sim, info = knn(x, cfg.knn, groups=groups, backend=backend, scratch=scratch)
     info["seconds"] = time.perf_counter() - t_knn
     if recall_sample:
         t_r = time.perf_counter()

@@ -7,6 +7,10 @@ ivf   : candidates from a PCA projection (``pca_dim``) indexed by an IVF (IndexI
         assumed (``recall_at_k``).
 hnsw  : IndexHNSWFlat (graph index), for comparison.
 auto  : exact up to ``exact_max`` proposals (or on a GPU), ivf above.
+
+``shards`` > 1 (exact and ivf): the database is split into that many row ranges searched by independent tasks
+(``liid.graph.shards``) on a backend (serial, processes, a Ray cluster) and the top-k merged; the result
+depends on the number of shards, never on the backend.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -34,6 +41,7 @@ class KnnConfig:
     hnsw_m: int = 32
     hnsw_ef: int = 128
     seed: int = 0
+    shards: int = 1  # exact / ivf: database row ranges searched as separate tasks, then merged
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -108,6 +116,18 @@ def _rerank(x: np.ndarray, idx: np.ndarray, k: int, chunk: int = 2048) -> tuple[
     return out_i, out_s
 
 
+def exact_cosines(x: np.ndarray, idx: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """The cosines of each row with its listed rows (-inf where -1), summed in float64 by numpy's own loop: the
+    same bits wherever it runs (BLAS sums depend on its thread count, so shard tasks on other machines differ
+    in the last bit)."""
+    out = np.full(idx.shape, -np.inf, dtype=np.float32)
+    for s in range(0, idx.shape[0], chunk):
+        i = idx[s:s + chunk]
+        v = np.einsum("nkd,nd->nk", x[np.where(i < 0, 0, i)].astype(np.float64), x[s:s + chunk].astype(np.float64))
+        out[s:s + chunk] = np.where(i >= 0, v, -np.inf)
+    return out
+
+
 def exact_search(x: np.ndarray, queries: np.ndarray, k: int, query_ids: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k other rows of ``x`` for each query (``query_ids``: their rows in x, to exclude)."""
@@ -147,15 +167,24 @@ def pca_project(x: np.ndarray, dim: int, sample: int = 10_000, seed: int = 0) ->
     return y
 
 
-def _ivf_search(x: np.ndarray, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int) -> np.ndarray:
+def _trained_ivf(y: np.ndarray, nlist: int, seed: int) -> faiss.Index:
+    """An empty IndexIVFFlat (inner product) whose coarse quantizer is trained on a seeded sample of ``y``."""
+    n, d = y.shape
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    index.cp.seed = seed
+    index.train(y[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))])
+    return index
+
+
+def _ivf_search(x: np.ndarray, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sharded=None
+                ) -> np.ndarray:
     from faiss.contrib.big_batch_search import big_batch_search  # noqa: PLC0415
 
     y = pca_project(x, cfg.pca_dim, seed=cfg.seed) if 0 < cfg.pca_dim < x.shape[1] else x
-    n, d = y.shape
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(cfg.seed)
-    index.cp.seed = cfg.seed
-    index.train(y[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))])
+    index = _trained_ivf(y, nlist, cfg.seed)
+    if sharded is not None:
+        return sharded(y, candidates, "ivf", trained=index, nprobe=nprobe)[0]
     index.add(y)
     index.nprobe = nprobe
     with contextlib.redirect_stdout(io.StringIO()):
@@ -170,17 +199,46 @@ def drop_same_group(idx: np.ndarray, sim: np.ndarray, groups: np.ndarray, k: int
     return _first_good(idx, sim, (idx < 0) | (groups[np.where(idx < 0, 0, idx)] == groups[:, None]), k)
 
 
-def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None = None
-        ) -> tuple[np.ndarray, np.ndarray, dict]:
+def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None = None, backend=None,
+        scratch: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """For unit rows ``x``: indices [N, k] (-1 = none) and cosine similarities of the k most similar
     other rows, plus a dict saying which method and parameters were used.
 
     ``groups`` [N] (e.g. each proposal's image): neighbours are taken from other groups only. The search then
-    asks for ``k`` + the largest group's size candidates, so that k others remain after the filter."""
+    asks for ``k`` + the largest group's size candidates, so that k others remain after the filter.
+    ``backend`` (a ``liid.graph.parallel.Backend``) runs the shard tasks of ``cfg.shards`` > 1, which share
+    the rows through files in ``scratch`` (default: a temporary folder; on a cluster, one every node sees)."""
+    if cfg.shards > 1:
+        if backend is None:
+            from liid.graph.parallel import Backend  # noqa: PLC0415
+
+            backend = Backend()
+        own = scratch is None
+        scratch = Path(tempfile.mkdtemp(prefix="liid-knn-")) if own else Path(scratch)
+        try:
+            idx, sim, info = _knn(x, cfg, groups, backend, scratch)
+        finally:
+            if own:
+                shutil.rmtree(scratch, ignore_errors=True)
+        info.update(shards=cfg.shards, backend=backend.name)
+        return idx, sim, info
+    return _knn(x, cfg, groups, None, None)
+
+
+def _knn(x: np.ndarray, cfg: KnnConfig, groups: np.ndarray | None, backend, scratch: Path | None
+         ) -> tuple[np.ndarray, np.ndarray, dict]:
+    sharded = None
+    if backend is not None:
+        from liid.graph.shards import sharded_search  # noqa: PLC0415
+
+        def sharded(rows, k, method, trained=None, nprobe=1):
+            return sharded_search(rows, k, cfg.shards, scratch, lambda fn, tasks: backend.map(
+                fn, tasks, desc="kNN shards"), method=method, trained=trained, nprobe=nprobe)
+
     if groups is not None:
         extra = int(np.bincount(np.asarray(groups)).max())
         wide = replace(cfg, k=cfg.k + extra, candidates=max(cfg.candidates, cfg.k + extra + 1))
-        idx, sim, info = knn(x, wide)
+        idx, sim, info = _knn(x, wide, None, backend, scratch)
         idx, sim = drop_same_group(idx, sim, groups, cfg.k)
         info.update(k=cfg.k, searched_k=wide.k, other_groups_only=True)
         return idx, sim, info
@@ -193,7 +251,12 @@ def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None =
     info: dict = {"method": method, "k": cfg.k, "gpu": gpu_available()}
     if n <= cfg.k + 1 and method != "exact":
         method = info["method"] = "exact"
-    if method == "exact":
+    if sharded is not None and method == "hnsw":
+        raise ValueError("--shards works with --knn exact and ivf, not hnsw")
+    if method == "exact" and sharded is not None:
+        idx, _ = _drop_self(*sharded(x, cfg.k + 1, "exact"), cfg.k)
+        sim = exact_cosines(x, idx)
+    elif method == "exact":
         idx, sim = exact_search(x, x, cfg.k)
     elif method == "ivf":
         nlist = cfg.nlist or int(min(65536, max(16, round(2.3 * math.sqrt(n)))))
@@ -201,7 +264,7 @@ def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None =
         nprobe = cfg.nprobe or max(1, round(3 * nlist / 64))
         ncand = max(cfg.candidates, cfg.k + 1)
         info.update(nlist=nlist, nprobe=min(nprobe, nlist), pca_dim=cfg.pca_dim, candidates=ncand)
-        cand = _ivf_search(x, cfg, nlist, min(nprobe, nlist), ncand)
+        cand = _ivf_search(x, cfg, nlist, min(nprobe, nlist), ncand, sharded)
         idx, sim = _rerank(x, cand, cfg.k)
     else:  # hnsw
         index = faiss.IndexHNSWFlat(x.shape[1], cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)

@@ -1,13 +1,16 @@
 """Run independent tasks serially, over local processes, or over a Ray cluster; results in task order.
 
 Local processes come from ``liid.workers.process_pool``: they die with this process (a ``kill -9`` of a run
-leaves no worker behind).
+leaves no worker behind). On Ray, tasks are spread over the cluster's nodes; a task whose worker or node dies
+is run again (``retries`` times, Ray's own retry of system failures); past that, or when a task raises, the run
+stops with one line naming the task: a result is whole or there is none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
+from dataclasses import dataclass
 
 from liid.errors import LiidError
 from liid.progress import progress as progress_bar
@@ -16,9 +19,66 @@ from liid.workers import process_pool
 BACKENDS = ("serial", "process", "ray")
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where tasks run: ``name`` (serial | process | ray), ``workers`` (processes, or a local Ray's CPUs),
+    ``ray_address`` (an existing cluster), ``retries`` (Ray: reruns of a task whose worker died)."""
+
+    name: str = "serial"
+    workers: int = 1
+    ray_address: str | None = None
+    progress: bool = True
+    retries: int = 3
+
+    def map(self, fn: Callable, tasks: Sequence, args: tuple = (), desc: str = "tasks",
+            weights: Sequence[float] | None = None) -> list:
+        return run_tasks(fn, tasks, args, self.name, self.workers, self.ray_address, self.progress, desc, weights,
+                         self.retries)
+
+
+def _ray_failure(ray, err: Exception, desc: str, i: int, n: int) -> Exception:
+    """The one line for a task that failed on Ray: the task's own LiidError, or what happened to it."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, LiidError):
+        return cause
+    what = str(cause if cause is not None else err).strip().splitlines()
+    return LiidError(f"{desc}: task {i + 1} of {n} failed on the Ray cluster ({type(err).__name__}: "
+                     f"{what[0] if what else 'no message'}); nothing was written, rerun to retry")
+
+
+def _reachable(address: str, timeout: float = 10.0) -> str | None:
+    """Why ``host:port`` cannot be reached over TCP, or None (ray.init would retry a dead address forever)."""
+    import socket  # noqa: PLC0415
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None  # "auto", "ray://...": left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def _ray_init(ray, address: str | None, workers: int) -> None:
+    why = _reachable(address) if address else None
+    if why is not None:
+        raise LiidError(f"--ray-address {address}: cannot join the Ray cluster ({why}); start it with "
+                        "`ray start --head`, or leave --ray-address out for a local Ray")
+    # "local": a new Ray of this process, even where `ray start` left a cluster that ray.init() would join
+    kw = {"address": address} if address else {"address": "local", "num_cpus": max(workers, 1)}
+    try:
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **kw)
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
+        first = str(e).strip().splitlines()
+        raise LiidError(f"--ray-address {address}: cannot join the Ray cluster ({first[0] if first else e}); "
+                        "a cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+                        "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too") from None
+
+
 def run_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "serial", workers: int = 1,
               ray_address: str | None = None, progress: bool = True, desc: str = "tasks",
-              weights: Sequence[float] | None = None) -> list:
+              weights: Sequence[float] | None = None, retries: int = 3) -> list:
     """``[fn(t, *args) for t in tasks]``, possibly in parallel. ``weights`` orders submission (largest
     first, for load balance); the returned list is always in task order, so results never depend on it."""
     n = len(tasks)
@@ -42,16 +102,21 @@ def run_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "s
             raise LiidError("--backend ray needs Ray: pip install 'liid[ray]'") from None
         started = not ray.is_initialized()
         if started:
-            kw = {"address": ray_address} if ray_address else {"num_cpus": max(workers, 1)}
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", **kw)
+            _ray_init(ray, ray_address, workers)
         try:
-            remote = ray.remote(fn)
-            refs = {remote.remote(tasks[i], *args): i for i in order}
+            remote = ray.remote(max_retries=retries, scheduling_strategy="SPREAD")(fn)
+            shared = [ray.put(a) for a in args]  # once in the object store, not once per task
+            refs = {remote.remote(tasks[i], *shared): i for i in order}
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    results[refs[ref]] = ray.get(ref)
+                    try:
+                        results[refs[ref]] = ray.get(ref)
+                    except ray.exceptions.RayError as e:
+                        for other in pending:
+                            ray.cancel(other, force=True)
+                        raise _ray_failure(ray, e, desc, refs[ref], n) from None
                     bar.update(1)
         finally:
             if started:

@@ -299,3 +299,45 @@ def test_mutual_edges_are_reciprocal_neighbours(small_store):
     expected = {(u, v) for u in range(len(nbrs)) for v in nbrs[u] if u < v and u in nbrs[v]}
     assert {tuple(e) for e in g.edges.tolist()} == expected
     assert len(g.edges) < len(union.edges) and stats["pairs_dropped_not_mutual"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+def test_merge_topk_by_similarity_then_id():
+    from liid.graph.shards import merge_topk
+
+    a = (np.array([[4, 7, -1]]), np.array([[0.9, 0.5, 0.0]], dtype=np.float32))
+    b = (np.array([[2, 9, 1]]), np.array([[0.9, 0.6, 0.5]], dtype=np.float32))
+    idx, sim = merge_topk([a, b], 4)
+    assert idx.tolist() == [[2, 4, 9, 1]]  # 0.9 twice (id 2 first), 0.6, then 0.5 twice (id 1 before 7)
+    np.testing.assert_array_equal(sim, np.array([[0.9, 0.9, 0.6, 0.5]], dtype=np.float32))
+
+
+def test_shard_bounds_cover_every_row_once():
+    from liid.graph.shards import shard_bounds
+
+    for n, s in ((10, 3), (5, 8), (1, 1), (100, 7)):
+        b = shard_bounds(n, s)
+        assert b[0][0] == 0 and b[-1][1] == n and all(x[1] == y[0] for x, y in zip(b, b[1:]))
+        assert len(b) == min(n, s) and all(hi > lo for lo, hi in b)
+
+
+@pytest.mark.parametrize("shards", [2, 5])
+def test_sharded_exact_is_the_brute_force(clustered, shards):
+    x = clustered[:1500]
+    want, want_sim = _brute_knn(x, 3)
+    idx, sim, info = knn(x, KnnConfig(k=3, method="exact", shards=shards))
+    assert info["shards"] == shards and info["backend"] == "serial"
+    assert (np.sort(idx, axis=1) == np.sort(want, axis=1)).mean() > 0.999  # float32 vs float64 near-ties
+    np.testing.assert_allclose(np.sort(sim, axis=1), np.sort(want_sim, axis=1), atol=1e-5)
+
+
+def test_sharded_ivf_searches_what_one_ivf_searches(clustered):
+    """One coarse quantizer for all shards: probing the same lists of every shard is probing them once."""
+    cfg = KnnConfig(k=3, method="ivf", nlist=32, nprobe=4, pca_dim=32)
+    one = knn(clustered, cfg)
+    four = knn(clustered, KnnConfig(**{**cfg.to_json(), "shards": 4}))
+    assert (one[0] == four[0]).mean() > 0.999
+    with pytest.raises(ValueError, match="--shards works with --knn exact and ivf"):
+        knn(clustered[:200], KnnConfig(method="hnsw", shards=2))

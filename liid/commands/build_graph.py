@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import click
 
 from liid.atomic import check_parent
+from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
 from liid.graph.feature_store import read_feature_store
 from liid.graph.graph_file import save_graph
 from liid.graph.knn import METHODS, KnnConfig
+from liid.graph.parallel import BACKENDS, Backend
 from liid.stage import up_to_date
 
 
@@ -23,6 +27,7 @@ def format_stats(stats: dict) -> str:
         f"largest {stats['largest_component']:,}",
         f"kNN: {knn['method']} k={knn['k']}" + (f" nlist={knn['nlist']} nprobe={knn['nprobe']}"
                                                  if "nlist" in knn else "")
+        + (f" shards={knn['shards']} on {knn['backend']}" if "shards" in knn else "")
         + f" in {knn['seconds']:.1f} s",
     ]
     if "recall_at_k" in knn:
@@ -77,10 +82,23 @@ def format_stats(stats: dict) -> str:
 @click.option("--mutual", is_flag=True,
               help="Keep a pair only when each proposal is among the other's k neighbours (default: either).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(1),
+              help="Split the search (--knn exact or ivf) into this many shards of the store, one task each, and "
+                   "merge their top-k; the neighbours depend on this number, never on --backend.")
+@click.option("--backend", default=None, type=click.Choice(BACKENDS),
+              help="Where the shards run: serial | process | ray (default: process when --workers > 1, else serial).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Parallel shard tasks (processes, or CPUs of a local Ray).")
+@click.option("--ray-address", default=None, help="Address of an existing Ray cluster (with --backend ray).")
+@click.option("--scratch", default=None, type=click.Path(path_type=Path),
+              help="Folder for the rows the shard tasks read (default: beside --out). On a Ray cluster it must be "
+                   "one every node sees.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max: int, nlist: int,
             nprobe: int, pca_dim: int, candidates: int, recall_sample: int, same_label_pairs: bool,
-            neighbours: str, centre: bool, label_rule: str, mutual: bool, seed: int, overwrite: bool) -> None:
+            neighbours: str, centre: bool, label_rule: str, mutual: bool, seed: int, shards: int,
+            backend: str | None, workers: int, ray_address: str | None, scratch: Path | None,
+            overwrite: bool) -> None:
     """Build the kNN graph of all proposals with the classes as terminals, and its components.
 
     STORE is a feature store directory (docs/FORMATS.md). Writes GRAPH/ with terminal weights (p masked
@@ -90,7 +108,7 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
     """
     t0 = time.perf_counter()
     cfg = GraphConfig(knn=KnnConfig(k=k, method=method, exact_max=exact_max, nlist=nlist, nprobe=nprobe,
-                                    pca_dim=pca_dim, candidates=candidates, seed=seed),
+                                    pca_dim=pca_dim, candidates=candidates, seed=seed, shards=shards),
                       delta=delta, same_label_pairs=same_label_pairs, neighbours=neighbours, centre=centre,
                       labels=label_rule, mutual=mutual)
     check_parent(out)
@@ -102,7 +120,19 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
     fs = read_feature_store(store)
     click.echo(f"{store}: {fs.num_proposals:,} proposals, {len(fs.images):,} images, "
                f"{len(fs.classes)} classes, feature dim {fs.features.shape[1]}")
-    g, stats = build_graph(fs, cfg, recall_sample=recall_sample)
+    if shards > 1 and method == "hnsw":
+        raise LiidError("--shards works with --knn exact and ivf, not hnsw")
+    run_on = Backend(backend or ("process" if workers > 1 else "serial"), workers, ray_address)
+    work = None
+    if shards > 1:  # removed afterwards, whatever happens
+        base = scratch if scratch is not None else out.resolve().parent
+        base.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.knn-", dir=base))
+    try:
+        g, stats = build_graph(fs, cfg, recall_sample=recall_sample, backend=run_on, scratch=work)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     g.meta.update(source=source, inputs=expected)
     save_graph(out, g, overwrite=overwrite)
     click.echo(format_stats(stats))
