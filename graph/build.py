@@ -9,7 +9,7 @@ import numpy as np
 
 from liid.graph.feature_store import FeatureStore
 from liid.graph.graph_file import CutGraph
-from liid.graph.knn import KnnConfig, feature_mean, knn, normalized, recall_at_k
+from liid.graph.knn import KnnConfig, UnitRows, feature_mean, knn, normalized, recall_at_k
 from liid.graph.weights import DELTA, pair_weights, share_foreground_label, symmetrise, terminal_weights
 
 NEIGHBOURS = ("all", "cross-image")
@@ -58,20 +58,29 @@ def _same_image_share(store: FeatureStore, edges: np.ndarray) -> float | None:
     return float((img[edges[:, 0]] == img[edges[:, 1]]).mean())
 
 
+IN_MEMORY_GB = 4.0  # the float32 copy of the unit features is made when it fits in this
+
+
 def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sample: int = 0, backend=None,
-                scratch=None) -> tuple[CutGraph, dict]:
+                scratch=None, in_memory_gb: float = IN_MEMORY_GB) -> tuple[CutGraph, dict]:
     """Nodes = proposals, terminal weights = masked p, edges = symmetrised kNN with weight delta*cos.
 
-    ``backend`` (``liid.graph.parallel.Backend``) and ``scratch`` run the kNN's shards (``cfg.knn.shards``)."""
+    ``backend`` (``liid.graph.parallel.Backend``) and ``scratch`` run the kNN's shards (``cfg.knn.shards``).
+    The unit features are one float32 matrix when it fits in ``in_memory_gb``; above, out of core: rows made
+    chunk by chunk from the memory-mapped store (``knn.UnitRows``), the same numbers, more time converting."""
     t0 = time.perf_counter()
-    x = normalized(store.features, centre=feature_mean(store.features) if cfg.centre else None)
+    centre = feature_mean(store.features) if cfg.centre else None
+    n, d = store.features.shape
+    out_of_core = n * d * 4 > in_memory_gb * 2**30
+    x = UnitRows(store.features, centre=centre) if out_of_core else normalized(store.features, centre=centre)
     t_knn = time.perf_counter()
     groups = np.asarray(store.proposal_image) if cfg.neighbours == "cross-image" else None
     idx, sim, info = knn(x, cfg.knn, groups=groups, backend=backend, scratch=scratch)
     info["seconds"] = time.perf_counter() - t_knn
+    info["out_of_core"] = out_of_core
     if recall_sample:
         t_r = time.perf_counter()
-        info["recall_at_k"] = recall_at_k(x, idx, recall_sample, cfg.knn.k, seed=cfg.knn.seed)
+        info["recall_at_k"] = recall_at_k(x, idx, recall_sample, cfg.knn.k, seed=cfg.knn.seed, groups=groups)
         info["recall_sample"] = int(min(recall_sample, x.shape[0]))
         info["recall_seconds"] = time.perf_counter() - t_r
     del x

@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
+RERANKS = ("full", "pca")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class KnnConfig:
     hnsw_ef: int = 128
     seed: int = 0
     shards: int = 1  # exact / ivf: database row ranges searched as separate tasks, then merged
+    rerank: str = "full"  # ivf: "full" (exact cosine in the full dimension) | "pca" (the search's own cosines)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -72,6 +74,63 @@ def normalized(features: np.ndarray, chunk: int = 65536, centre: np.ndarray | No
     return x
 
 
+class UnitRows:
+    """The unit float32 rows of ``features`` [N, D] (a memory map, say) minus ``centre``, made on demand, a
+    slice or a gather at a time, never all at once: what ``normalized`` would give, row for row, bit for bit.
+
+    With ``mean`` and ``proj`` [D, d]: the unit rows of ``(row - mean) @ proj`` (a PCA projection). Slicing
+    (``rows[a:b]``) and integer arrays of any shape (``rows[idx]`` → ``idx.shape + (d,)``) are supported;
+    ``np.asarray(rows)`` makes the whole float32 matrix (for the methods that need it: exact, hnsw).
+    """
+
+    def __init__(self, features: np.ndarray, centre: np.ndarray | None = None, mean: np.ndarray | None = None,
+                 proj: np.ndarray | None = None, chunk: int = 65536, unit: bool = False):
+        self.features = features
+        self.unit = unit  # the rows are unit already (and centred as wanted): only the projection is applied
+        self.centre = None if centre is None else np.asarray(centre, dtype=np.float32)
+        self.mean, self.proj, self.chunk = mean, proj, chunk
+        self.shape = (features.shape[0], features.shape[1] if proj is None else proj.shape[1])
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def projected(self, mean: np.ndarray, proj: np.ndarray) -> UnitRows:
+        return UnitRows(self.features, self.centre, mean.astype(np.float32), proj, self.chunk, self.unit)
+
+    def _make(self, raw: np.ndarray) -> np.ndarray:
+        y = np.array(raw, dtype=np.float32, order="C")
+        if not self.unit:
+            if self.centre is not None:
+                y -= self.centre
+            faiss.normalize_L2(y)
+        if self.proj is not None:
+            y = np.ascontiguousarray((y - self.mean) @ self.proj, dtype=np.float32)
+            faiss.normalize_L2(y)
+        return y
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            a, b, step = key.indices(self.shape[0])
+            if step != 1:
+                raise IndexError("UnitRows: slices with a step are not supported")
+            if b - a <= self.chunk:
+                return self._make(self.features[a:b])
+            return np.concatenate([self._make(self.features[s:min(b, s + self.chunk)])
+                                   for s in range(a, b, self.chunk)])
+        idx = np.asarray(key)
+        flat = idx.reshape(-1)
+        uniq, inverse = np.unique(flat, return_inverse=True)  # a sorted gather reads a memory map in order
+        return self._make(self.features[uniq])[inverse].reshape(*idx.shape, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=np.float32)
+        for s in range(0, self.shape[0], self.chunk):
+            out[s:s + self.chunk] = self[s:s + self.chunk]
+        return out if dtype is None else out.astype(dtype)
+
+
 def _first_good(idx: np.ndarray, sim: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the first ``k`` entries not marked ``bad``, in their original order (-1 / -inf pad)."""
     order = np.argsort(bad, axis=1, kind="stable")
@@ -98,7 +157,7 @@ def _rerank(x: np.ndarray, idx: np.ndarray, k: int, chunk: int = 2048) -> tuple[
         e = min(n, s + chunk)
         cand = idx[s:e]
         safe = np.where(cand < 0, 0, cand)
-        sim = np.matmul(x[safe], x[s:e, :, None])[:, :, 0]
+        sim = np.matmul(x[safe], x[s:e][:, :, None])[:, :, 0]
         sim[(cand < 0) | (cand == np.arange(s, e)[:, None])] = -np.inf
         # duplicates in a candidate row (possible after merging) count once
         srt = np.sort(cand, axis=1)
@@ -128,10 +187,21 @@ def exact_cosines(x: np.ndarray, idx: np.ndarray, chunk: int = 4096) -> np.ndarr
     return out
 
 
-def exact_search(x: np.ndarray, queries: np.ndarray, k: int, query_ids: np.ndarray | None = None
+def exact_search(x, queries: np.ndarray, k: int, query_ids: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k other rows of ``x`` for each query (``query_ids``: their rows in x, to exclude)."""
-    if gpu_available():  # pragma: no cover - no GPU in CI
+    """Exact top-k other rows of ``x`` for each query (``query_ids``: their rows in x, to exclude). ``x`` a
+    ``UnitRows``: searched chunk by chunk, the chunks' lists merged (never the whole float32 matrix)."""
+    if isinstance(x, UnitRows):
+        from liid.graph.shards import merge_topk  # noqa: PLC0415
+
+        best = None
+        for s in range(0, x.shape[0], x.chunk):
+            db = x[s:s + x.chunk]
+            sim, idx = faiss.knn(queries, db, min(k + 1, db.shape[0]), metric=faiss.METRIC_INNER_PRODUCT)
+            part = (np.where(idx >= 0, idx + s, -1), sim)
+            best = part if best is None else merge_topk([best, part], k + 1)
+        idx, sim = best
+    elif gpu_available():  # pragma: no cover - no GPU in CI
         index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(x.shape[1]))
         index.add(x)
         sim, idx = index.search(queries, k + 1)
@@ -139,57 +209,72 @@ def exact_search(x: np.ndarray, queries: np.ndarray, k: int, query_ids: np.ndarr
         sim, idx = faiss.knn(queries, x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
     if query_ids is None:
         return _drop_self(idx, sim, k)
-    own = idx == np.asarray(query_ids)[:, None]
+    own = (idx == np.asarray(query_ids)[:, None]) | (idx < 0)
     order = np.argsort(own, axis=1, kind="stable")
     idx = np.take_along_axis(idx, order, axis=1)[:, :k]
     sim = np.take_along_axis(sim, order, axis=1)[:, :k]
     return idx, sim
 
 
-def pca_project(x: np.ndarray, dim: int, sample: int = 10_000, seed: int = 0) -> np.ndarray:
-    """Unit rows of the centred projection of ``x`` on its top ``dim`` principal axes (from a sample).
+def pca_fit(x, dim: int, sample: int = 10_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and top ``dim`` principal axes [D, dim] (float32) of a seeded sample of the rows of ``x``.
 
     numpy's eigh on the D x D covariance of a sample: 2 s at D = 2048 here, where faiss.PCAMatrix.train
     took 19 s on the same sample (measured, this machine).
     """
-    n, d = x.shape
+    n = x.shape[0]
     rng = np.random.default_rng(seed)
     s = x[np.sort(rng.choice(n, size=min(n, sample), replace=False))].astype(np.float64)
     mu = s.mean(axis=0)
     s -= mu
     _, vecs = np.linalg.eigh(s.T @ s)
-    proj = np.ascontiguousarray(vecs[:, ::-1][:, :dim], dtype=np.float32)
+    return mu.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dim], dtype=np.float32)
+
+
+def pca_project(x: np.ndarray, dim: int, sample: int = 10_000, seed: int = 0) -> np.ndarray:
+    """Unit rows of the centred projection of ``x`` on its top ``dim`` principal axes (from a sample)."""
+    mu32, proj = pca_fit(x, dim, sample, seed)
+    n = x.shape[0]
     y = np.empty((n, dim), dtype=np.float32)
-    mu32 = mu.astype(np.float32)
     for a in range(0, n, 65536):
         y[a:a + 65536] = (x[a:a + 65536] - mu32) @ proj
     faiss.normalize_L2(y)
     return y
 
 
-def _trained_ivf(y: np.ndarray, nlist: int, seed: int) -> faiss.Index:
-    """An empty IndexIVFFlat (inner product) whose coarse quantizer is trained on a seeded sample of ``y``."""
-    n, d = y.shape
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    index.cp.seed = seed
-    index.train(y[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))])
-    return index
+QUERY_BLOCK = 1 << 20  # queries per big-batch search: bounds the query copy (1M x 384 float32 = 1.5 GB)
 
 
-def _ivf_search(x: np.ndarray, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sharded=None
-                ) -> np.ndarray:
+def _ivf_search(x, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sharded=None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates [N, c] and their cosines in the searched space (the PCA projection, or x itself).
+
+    Out of core: the projection is fitted on a sample and made chunk by chunk as the index is filled; the
+    queries are read back from the index (its direct map) block by block, so no copy of all projected rows
+    exists beside the index."""
     from faiss.contrib.big_batch_search import big_batch_search  # noqa: PLC0415
 
-    y = pca_project(x, cfg.pca_dim, seed=cfg.seed) if 0 < cfg.pca_dim < x.shape[1] else x
-    index = _trained_ivf(y, nlist, cfg.seed)
+    rows = x if isinstance(x, UnitRows) else UnitRows(x, unit=True)
+    y = rows.projected(*pca_fit(rows, cfg.pca_dim, seed=cfg.seed)) if 0 < cfg.pca_dim < x.shape[1] else rows
+    n, d = y.shape
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(cfg.seed)
+    index.cp.seed = cfg.seed
+    index.train(y[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))])
     if sharded is not None:
-        return sharded(y, candidates, "ivf", trained=index, nprobe=nprobe)[0]
-    index.add(y)
+        return sharded(y, candidates, "ivf", trained=index, nprobe=nprobe)
+    for a in range(0, n, y.chunk):
+        index.add(y[a:a + y.chunk])
     index.nprobe = nprobe
-    with contextlib.redirect_stdout(io.StringIO()):
-        _, idx = big_batch_search(index, y, candidates, method="knn_function", verbose=0, threaded=1)
-    return idx
+    index.make_direct_map()
+    idx = np.empty((n, candidates), dtype=np.int64)
+    sim = np.empty((n, candidates), dtype=np.float32)
+    for a in range(0, n, QUERY_BLOCK):
+        b = min(n, a + QUERY_BLOCK)
+        with contextlib.redirect_stdout(io.StringIO()):
+            sim[a:b], idx[a:b] = big_batch_search(index, index.reconstruct_n(a, b - a), candidates,
+                                                  method="knn_function", verbose=0, threaded=1)
+    return idx, sim
 
 
 def drop_same_group(idx: np.ndarray, sim: np.ndarray, groups: np.ndarray, k: int
@@ -253,20 +338,28 @@ def _knn(x: np.ndarray, cfg: KnnConfig, groups: np.ndarray | None, backend, scra
         method = info["method"] = "exact"
     if sharded is not None and method == "hnsw":
         raise ValueError("--shards works with --knn exact and ivf, not hnsw")
+    if cfg.rerank not in RERANKS:
+        raise ValueError(f"unknown re-rank {cfg.rerank!r}; choose one of {RERANKS}")
     if method == "exact" and sharded is not None:
         idx, _ = _drop_self(*sharded(x, cfg.k + 1, "exact"), cfg.k)
         sim = exact_cosines(x, idx)
     elif method == "exact":
-        idx, sim = exact_search(x, x, cfg.k)
+        xa = np.asarray(x)  # exact search of all rows holds them all (auto: up to exact_max)
+        idx, sim = exact_search(xa, xa, cfg.k)
     elif method == "ivf":
         nlist = cfg.nlist or int(min(65536, max(16, round(2.3 * math.sqrt(n)))))
         nlist = min(nlist, max(1, n // 8))
         nprobe = cfg.nprobe or max(1, round(3 * nlist / 64))
         ncand = max(cfg.candidates, cfg.k + 1)
-        info.update(nlist=nlist, nprobe=min(nprobe, nlist), pca_dim=cfg.pca_dim, candidates=ncand)
-        cand = _ivf_search(x, cfg, nlist, min(nprobe, nlist), ncand, sharded)
-        idx, sim = _rerank(x, cand, cfg.k)
+        info.update(nlist=nlist, nprobe=min(nprobe, nlist), pca_dim=cfg.pca_dim, candidates=ncand,
+                    rerank=cfg.rerank)
+        cand, csim = _ivf_search(x, cfg, nlist, min(nprobe, nlist), ncand, sharded)
+        if cfg.rerank == "full":
+            idx, sim = _rerank(x, cand, cfg.k)
+        else:  # the candidates' cosines in the searched (PCA) space, best first: no full-dimension read
+            idx, sim = _drop_self(cand, csim, cfg.k)
     else:  # hnsw
+        x = np.asarray(x)
         index = faiss.IndexHNSWFlat(x.shape[1], cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = cfg.hnsw_ef
         index.add(x)
@@ -276,12 +369,21 @@ def _knn(x: np.ndarray, cfg: KnnConfig, groups: np.ndarray | None, backend, scra
     return idx.astype(np.int64), sim.astype(np.float32), info
 
 
-def recall_at_k(x: np.ndarray, idx: np.ndarray, sample: int, k: int, seed: int = 0) -> float:
-    """Share of the exact k nearest other neighbours found, over ``sample`` random queries."""
+def recall_at_k(x, idx: np.ndarray, sample: int, k: int, seed: int = 0, groups: np.ndarray | None = None) -> float:
+    """Share of the exact k nearest other neighbours found, over ``sample`` random queries. With ``groups``
+    (neighbours from other groups only, ``--neighbours cross-image``) the exact ones are of other groups too."""
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     q = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    ex, _ = exact_search(x, x[q], k, query_ids=q)
+    queries = x[q]
+    if groups is None:
+        ex, _ = exact_search(x, queries, k, query_ids=q)
+    else:
+        groups = np.asarray(groups)
+        extra = int(np.bincount(groups).max())
+        ex, es = exact_search(x, queries, k + extra, query_ids=q)
+        bad = (ex < 0) | (groups[np.where(ex < 0, 0, ex)] == groups[q][:, None])
+        ex, _ = _first_good(ex, es, bad, k)
     hits = [np.intersect1d(ex[i][ex[i] >= 0], idx[j][idx[j] >= 0]).size for i, j in enumerate(q)]
     total = int((ex >= 0).sum())
     return float(sum(hits) / max(total, 1))

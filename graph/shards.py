@@ -79,14 +79,18 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
-def sharded_search(rows: np.ndarray, k: int, shards: int, scratch: str | Path, run, method: str = "exact",
+def sharded_search(rows, k: int, shards: int, scratch: str | Path, run, method: str = "exact",
                    trained: faiss.Index | None = None, nprobe: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` of every row of ``rows`` among all rows, searched in ``shards`` tasks run by
     ``run(fn, tasks) -> results`` (``liid.graph.parallel.Backend.map``). ``trained``: the empty trained IVF
     index for ``method="ivf"``."""
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    np.save(scratch / ROWS, np.ascontiguousarray(rows, dtype=np.float32))
+    out = np.lib.format.open_memmap(scratch / ROWS, mode="w+", dtype=np.float32, shape=tuple(rows.shape))
+    for a in range(0, rows.shape[0], 65536):  # chunk by chunk: ``rows`` may be made on demand (knn.UnitRows)
+        out[a:a + 65536] = rows[a:a + 65536]
+    out.flush()
+    del out
     if method == "ivf":
         faiss.write_index(trained, str(scratch / INDEX))
     tasks = [ShardTask(str(scratch), a, b, k, method, nprobe) for a, b in shard_bounds(rows.shape[0], shards)]

@@ -15,7 +15,7 @@ from liid.fingerprint import fingerprint
 from liid.graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
 from liid.graph.feature_store import read_feature_store
 from liid.graph.graph_file import save_graph
-from liid.graph.knn import METHODS, KnnConfig
+from liid.graph.knn import METHODS, RERANKS, KnnConfig
 from liid.graph.parallel import BACKENDS, Backend
 from liid.stage import up_to_date
 
@@ -28,6 +28,7 @@ def format_stats(stats: dict) -> str:
         f"kNN: {knn['method']} k={knn['k']}" + (f" nlist={knn['nlist']} nprobe={knn['nprobe']}"
                                                  if "nlist" in knn else "")
         + (f" shards={knn['shards']} on {knn['backend']}" if "shards" in knn else "")
+        + (" out of core" if knn.get("out_of_core") else "")
         + f" in {knn['seconds']:.1f} s",
     ]
     if "recall_at_k" in knn:
@@ -65,6 +66,10 @@ def format_stats(stats: dict) -> str:
               help="IVF: search candidates in this many principal components (0: full dimension).")
 @click.option("--candidates", default=16, show_default=True, type=click.IntRange(2),
               help="IVF/HNSW: approximate candidates per proposal, re-ranked by exact cosine.")
+@click.option("--rerank", default="full", show_default=True, type=click.Choice(RERANKS),
+              help="IVF: full: the candidates re-ranked by exact cosine in the full dimension (rows read from the "
+                   "store); pca: by their cosine in the PCA space searched (no full-dimension read: for stores "
+                   "larger than the memory that caches them; recall measured with --recall-sample).")
 @click.option("--recall-sample", default=0, show_default=True, type=click.IntRange(0),
               help="Measure recall@k against exact search on this many random queries and print it.")
 @click.option("--same-label-pairs", is_flag=True,
@@ -82,6 +87,9 @@ def format_stats(stats: dict) -> str:
 @click.option("--mutual", is_flag=True,
               help="Keep a pair only when each proposal is among the other's k neighbours (default: either).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
+@click.option("--in-memory-gb", default=4.0, show_default=True, type=click.FloatRange(min=0),
+              help="Hold the unit features as one float32 matrix when it fits in this many GB; above, work out of "
+                   "core (rows made chunk by chunk from the memory-mapped store: the same graph, more time).")
 @click.option("--shards", default=1, show_default=True, type=click.IntRange(1),
               help="Split the search (--knn exact or ivf) into this many shards of the store, one task each, and "
                    "merge their top-k; the neighbours depend on this number, never on --backend.")
@@ -96,7 +104,8 @@ def format_stats(stats: dict) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max: int, nlist: int,
             nprobe: int, pca_dim: int, candidates: int, recall_sample: int, same_label_pairs: bool,
-            neighbours: str, centre: bool, label_rule: str, mutual: bool, seed: int, shards: int,
+            neighbours: str, centre: bool, label_rule: str, mutual: bool, seed: int, rerank: str,
+            in_memory_gb: float, shards: int,
             backend: str | None, workers: int, ray_address: str | None, scratch: Path | None,
             overwrite: bool) -> None:
     """Build the kNN graph of all proposals with the classes as terminals, and its components.
@@ -108,7 +117,8 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
     """
     t0 = time.perf_counter()
     cfg = GraphConfig(knn=KnnConfig(k=k, method=method, exact_max=exact_max, nlist=nlist, nprobe=nprobe,
-                                    pca_dim=pca_dim, candidates=candidates, seed=seed, shards=shards),
+                                    pca_dim=pca_dim, candidates=candidates, seed=seed, shards=shards,
+                                    rerank=rerank),
                       delta=delta, same_label_pairs=same_label_pairs, neighbours=neighbours, centre=centre,
                       labels=label_rule, mutual=mutual)
     check_parent(out)
@@ -129,7 +139,8 @@ def command(store: Path, out: Path, k: int, delta: float, method: str, exact_max
         base.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.knn-", dir=base))
     try:
-        g, stats = build_graph(fs, cfg, recall_sample=recall_sample, backend=run_on, scratch=work)
+        g, stats = build_graph(fs, cfg, recall_sample=recall_sample, backend=run_on, scratch=work,
+                               in_memory_gb=in_memory_gb)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
