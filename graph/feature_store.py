@@ -113,6 +113,12 @@ def read_feature_store(path: str | os.PathLike, mmap: bool = True) -> FeatureSto
     return store
 
 
+def store_record(store: FeatureStore, extra: dict | None = None) -> dict:
+    """store.json's content for ``store``."""
+    return {"format": FORMAT, "version": VERSION, "classes": list(store.classes), "images": list(store.images),
+            "num_proposals": store.num_proposals, "feature_dim": int(store.features.shape[1]), **(extra or {})}
+
+
 def write_feature_store(path: str | os.PathLike, store: FeatureStore, overwrite: bool = False,
                         extra: dict | None = None) -> Path:
     """Validate and write a feature store atomically; ``extra`` adds keys to store.json (provenance)."""
@@ -120,9 +126,5 @@ def write_feature_store(path: str | os.PathLike, store: FeatureStore, overwrite:
     with atomic_dir(path, overwrite=overwrite) as tmp:
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(store, name)))
-        write_json(tmp / "store.json", {
-            "format": FORMAT, "version": VERSION, "classes": list(store.classes),
-            "images": list(store.images), "num_proposals": store.num_proposals,
-            "feature_dim": int(store.features.shape[1]), **(extra or {}),
-        })
+        write_json(tmp / "store.json", store_record(store, extra))
     return Path(path)

@@ -34,11 +34,23 @@ class SyntheticSpec:
     instance_spread: float = 0.6  # spread of instance centres around their class centre
     classifier_noise: float = 1.6  # std of the logit noise (higher: a worse MIL classifier)
     seed: int = 0
+    label_probs: tuple[float, ...] = (0.6, 0.3, 0.1)  # P(an image has 1, 2, 3, ... labels): VOC-like, mean 1.5
+
+
+# COCO train2017 at 40 proposals per image: ~1.2e5 images x 40 = 5e6 proposals, 80 classes, 2.9 labels per image
+COCO_LABEL_PROBS = (0.25, 0.2, 0.2, 0.15, 0.1, 0.1)  # mean 2.95
+
+
+def coco_spec(dim: int = 2048, images: int = 125_000, seed: int = 0) -> SyntheticSpec:
+    """The COCO-scale preset of the graph benchmark (``tools/bench_graph.py --preset coco``)."""
+    return SyntheticSpec(images=images, proposals_per_image=40, classes=80, dim=dim, seed=seed,
+                         label_probs=COCO_LABEL_PROBS)
 
 
 def make_feature_store(spec: SyntheticSpec = SyntheticSpec(), dtype=np.float16,
-                       chunk: int = 8192) -> tuple[FeatureStore, np.ndarray]:
-    """Return the store and the true class of each proposal (0 = background)."""
+                       chunk: int = 8192, features_out: np.ndarray | None = None) -> tuple[FeatureStore, np.ndarray]:
+    """Return the store and the true class of each proposal (0 = background). ``features_out`` [N, D]: an array
+    (a memory map on disk, say) the features are written into, chunk by chunk, instead of a new one in memory."""
     rng = np.random.default_rng(spec.seed)
     K, D, n_img, P = spec.classes, spec.dim, spec.images, spec.proposals_per_image
     N = n_img * P
@@ -48,7 +60,8 @@ def make_feature_store(spec: SyntheticSpec = SyntheticSpec(), dtype=np.float16,
     stuff = rng.random((8, D)) * (rng.random((8, D)) < 0.2) * 3.0 * scale
     basis = rng.standard_normal((K + 1, spec.rank, D)) * scale / np.sqrt(spec.rank)
 
-    nlab = rng.choice([1, 2, 3], size=n_img, p=[0.6, 0.3, 0.1])
+    counts = np.arange(1, len(spec.label_probs) + 1)
+    nlab = np.minimum(rng.choice(counts, size=n_img, p=list(spec.label_probs)), K)
     image_labels = np.zeros((n_img, K + 1), dtype=bool)
     image_labels[:, 0] = True
     for i in range(n_img):
@@ -68,7 +81,7 @@ def make_feature_store(spec: SyntheticSpec = SyntheticSpec(), dtype=np.float16,
     # instance offsets: one per (image, class), shared by the proposals of that object
     inst_z = rng.standard_normal((n_img * (K + 1), spec.rank)).astype(np.float32)
     basis = basis.astype(np.float32)
-    features = np.empty((N, D), dtype=dtype)
+    features = np.empty((N, D), dtype=dtype) if features_out is None else features_out
     probs = np.empty((N, K + 1), dtype=np.float32)
     for s in range(0, N, chunk):
         e = min(N, s + chunk)

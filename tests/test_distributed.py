@@ -160,3 +160,75 @@ def test_an_error_is_one_line_on_every_rank(syn, one_and_two) -> None:
     res = liid("train-cls", syn, "--out", two, "--epochs", "2", *CLS, procs=2, check=False)
     assert res.returncode != 0
     assert "output exists; pass --resume" in res.stderr + res.stdout
+
+
+@pytest.fixture(scope="module")
+def mil_inputs(syn, tmp_path_factory) -> Path:
+    from test_train_mil import write_store
+
+    from liid.datasets import open_dataset
+
+    return write_store(tmp_path_factory.mktemp("milp") / "props", open_dataset(syn))
+
+
+MIL = ["--alpha", "0", "--size", "64", "--device", "cpu", "--lr", "0.005", "--seed", "1"]
+
+
+def test_train_mil_on_two_processes_takes_two_images_per_step(syn, mil_inputs, tmp_path) -> None:
+    out = tmp_path / "mil2"
+    liid("train-mil", syn, "--proposals", mil_inputs, "--out", out, "--epochs", "2", *MIL, procs=2)
+    steps, epochs = records(out, "step"), records(out, "epoch")
+    assert len(steps) == 2 * 6  # 11 images, 2 per step: 2 + 2 + 2 + 2 + 2 + 1
+    assert all(np.isfinite(r["loss"]) for r in steps)
+    assert epochs[1]["loss"] < epochs[0]["loss"]  # it learns
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "log.jsonl", "loss.png", "train.json"]
+    rec = json.loads((out / "train.json").read_text())
+    assert rec["finished"] and rec["processes"] == 2
+    centres = torch.load(out / "checkpoint.pt", weights_only=False)["model"]["centres"]
+    assert (centres.abs().sum(dim=1) > 0).sum() >= 2  # eq. 8 moved the centres of the classes seen
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_mil_resumes_under_another_world_size(syn, mil_inputs, tmp_path, monkeypatch) -> None:
+    """Epoch 1 on one process (one image per step), epoch 2 resumed on two (two per step)."""
+    import liid.training.train_mil as tm
+    from liid.datasets import open_dataset
+
+    out = tmp_path / "mixed"
+    liid("train-mil", syn, "--proposals", mil_inputs, "--out", tmp_path / "one", "--epochs", "2", *MIL)
+    real = tm.write_json
+
+    def stop(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt  # after epoch 1's checkpoint and log
+
+    monkeypatch.setattr(tm, "write_json", stop)
+    with pytest.raises(KeyboardInterrupt):
+        tm.train_mil(open_dataset(syn), mil_inputs, out, tm.TrainMilConfig(alpha=0, size=64, device="cpu", lr=0.005,
+                                                                            seed=1, epochs=2),
+                     progress=False, echo=lambda s: None)
+    monkeypatch.setattr(tm, "write_json", real)
+    res = liid("train-mil", syn, "--proposals", mil_inputs, "--out", out, "--epochs", "2", *MIL, "--resume", procs=2)
+    assert "resuming after epoch 1/2" in res.stdout
+    steps = records(out, "step")
+    one = records(tmp_path / "one", "step")
+    assert len(steps) == 11 + 6
+    np.testing.assert_allclose([r["loss"] for r in steps[:11]], [r["loss"] for r in one[:11]], rtol=1e-5)
+    assert json.loads((out / "train.json").read_text())["finished"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_extract_on_two_processes_is_the_one_process_store(syn, mil_inputs, tmp_path) -> None:
+    from liid.datasets import open_dataset
+    from liid.training.train_mil import TrainMilConfig, train_mil
+
+    mil = tmp_path / "mil"
+    train_mil(open_dataset(syn), mil_inputs, mil, TrainMilConfig(alpha=0, size=64, device="cpu", epochs=1),
+              progress=False, echo=lambda s: None)
+    common = ["--proposals", mil_inputs, "--mil", mil, "--batch-images", "1", "--device", "cpu"]
+    liid("extract", syn, *common, "--out", tmp_path / "one")
+    liid("extract", syn, *common, "--out", tmp_path / "two", procs=2)
+    for name in ("features", "probs", "proposal_image", "proposal_index", "image_labels"):
+        np.testing.assert_array_equal(np.load(tmp_path / "two" / f"{name}.npy"),
+                                      np.load(tmp_path / "one" / f"{name}.npy"), err_msg=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mil", "one", "two"]  # the parts folder is gone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from liid.graph.feature_store import write_feature_store
 from liid.models import pick_device
 from liid.models.checkpoint import checkpoint_file
 from liid.stage import up_to_date
+from liid.training.distributed import init_world
 from liid.training.extract import extract_features, load_mil
 from liid.training.mil_data import read_proposal_set
 
@@ -44,11 +46,13 @@ def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | No
     """Run the MIL network over every image of DATASET and write, per proposal, its feature f and its
     probabilities p (K+1), with the image labels: the feature store `liid build-graph` reads.
 
-    Skipped when OUT already holds a store made from the same inputs and settings.
+    Skipped when OUT already holds a store made from the same inputs and settings. Under `torchrun
+    --nproc-per-node W liid extract ...` the images are split over the W processes and rank 0 writes the store
+    (the rows pass through OUT's folder: on several nodes it must be one they share).
     """
     check_parent(out)
     ds = open_dataset(dataset, split=split, images=images_dir)
-    dev = pick_device(device)
+    world, dev = init_world(pick_device(device))
     model, meta = load_mil(mil, ds, dev)
     top = top if top is not None else meta.get("top")
     size = size if size is not None else int(meta.get("size") or 448)
@@ -57,9 +61,20 @@ def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | No
                 "dataset": ds.describe(), "top": top, "size": size, "float32": float32}
     if up_to_date(out, "store.json", "inputs", expected, overwrite):
         return
-    pset = read_proposal_set(ds, proposals, top)
-    store, stats = extract_features(model, ds, pset, size, dev, batch_images=batch_images,
-                                    feature_dtype=np.float32 if float32 else np.float16, workers=workers)
+    pset = read_proposal_set(ds, proposals, top, progress=world.is_main)
+    parts = out.resolve().parent / f".{out.name}.extract-parts"
+    if world.distributed:
+        world.on_main(lambda: parts.mkdir(exist_ok=True))
+    try:
+        store, stats = extract_features(model, ds, pset, size, dev, batch_images=batch_images,
+                                        feature_dtype=np.float32 if float32 else np.float16, workers=workers,
+                                        world=world, parts=parts)
+        world.barrier()  # rank 0 has read every part
+    finally:
+        if world.is_main:
+            shutil.rmtree(parts, ignore_errors=True)
+    if store is None:  # not rank 0
+        return
     if out.exists() and not overwrite:
         raise LiidError(f"{out}: output exists; pass --overwrite to replace it")
     write_feature_store(out, store, overwrite=overwrite,

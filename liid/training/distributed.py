@@ -86,6 +86,14 @@ class World:
             out.append((part or items[:1], len(part), len(items)))
         return out
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (``[obj]`` in one process); tensors should be on the CPU."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
     def share(self, local: int, total: int) -> float:
         """Weight of a rank's mean loss over ``local`` of a global batch's ``total`` items, so that DDP's
         average of the ranks' gradients is the gradient of the global batch's mean (0 for a padding item)."""

@@ -32,6 +32,7 @@ from liid.fingerprint import fingerprint
 from liid.losses import LossWeights, lse_pool, mil_total_loss, update_centres
 from liid.models import MILNetwork, backbone_norm, build_backbone, pick_device
 from liid.training.attention import POOLINGS, SOFT_IOU_ETA, attention_labels
+from liid.training.distributed import init_world
 from liid.training.loop import prepare_out, resume_from, sgd_for, step_lr, trunk_lr_mult
 from liid.training.mil_data import MILData, ProposalSet, collate, read_proposal_set
 from liid.training.train_cls import average_precision
@@ -117,9 +118,14 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
 
     ``cam_classifier``: a ``train-cls`` folder or checkpoint, required when ``config.alpha > 0``. All inputs
     are checked (labels, proposals, weights, classifier, resume checkpoint) before anything is written.
+
+    Under ``torchrun`` with W processes a step takes W images, one per process (the recipe's one image per
+    step, W times); eq. 8 moves the centres by the step's images in rank order, the same on every process.
     """
     out = Path(out)
-    device = pick_device(config.device)
+    world, device = init_world(pick_device(config.device))
+    if not world.is_main:
+        echo, progress = (lambda _: None), False
     if config.alpha > 0 and cam_classifier is None:
         raise LiidError("L_Att (alpha > 0) needs the CAM classifier: pass --cams DIR (a `liid train-cls` folder), "
                         "or --alpha 0 to train without it")
@@ -133,7 +139,7 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
     if cam_classifier is not None and config.alpha > 0:  # check the classifier before touching the folder
         from liid.training.attention import load_classifier
         load_classifier(cam_classifier, dataset, torch.device("cpu"))
-    has_ckpt = prepare_out(out, resume, overwrite, _OURS, "train-mil")
+    has_ckpt = world.on_main(lambda: prepare_out(out, resume, overwrite, _OURS, "train-mil"))
     start, records, seconds = 0, [], []
     if has_ckpt:
         start, records = resume_from(out, model, optimizer, config.resumable(), echo, inputs={
@@ -141,16 +147,19 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
         seconds = [r["seconds"] for r in records if r.get("type") == "epoch"]
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
-    out.mkdir(exist_ok=True)
+    if world.is_main:
+        out.mkdir(exist_ok=True)
     y_tilde: list[np.ndarray] | None = None
     att_summary = None
-    if config.alpha > 0:
-        y_tilde, att_summary = attention_labels(cam_classifier, dataset, pset, config.eta, config.att_pooling,
-                                                device, cache=out / ATT, progress=progress)
+    if config.alpha > 0:  # made (and cached) once, by rank 0
+        y_tilde, att_summary = world.on_main(lambda: attention_labels(
+            cam_classifier, dataset, pset, config.eta, config.att_pooling, device, cache=out / ATT,
+            progress=progress))
         echo(f"CAM pseudo labels (eq. 3, eta {config.eta}): {att_summary['proposals']} proposals, "
              f"{100 * att_summary['background_fraction']:.1f}% background")
     model.to(device)
     model.train()
+    net = world.replica(model)
     weights = config.weights_
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
             "config": config.resumable(), "dataset": dataset.describe(), "size": config.size,
@@ -159,13 +168,13 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
               "dataset": dataset.describe(), "proposals": str(pset.store), "device": str(device),
               "images": len(pset), "proposals_used": pset.num_proposals,
               "cam_classifier": str(cam_classifier) if cam_classifier is not None else None,
-              "attention_labels": att_summary}
+              "attention_labels": att_summary, "processes": world.size}
     targets = pset.labels[:, 1:].astype(np.float32)
     image_scores = np.zeros_like(targets)
     def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
         x, boxes, idx = batch
         i = idx[0]
-        f, _, p = model(x.to(device), [boxes[0].to(device)])
+        f, _, p = net(x.to(device), [boxes[0].to(device)])
         labels = np.flatnonzero(pset.labels[i]).tolist()
         yt = torch.from_numpy(y_tilde[i]).to(device) if y_tilde is not None else None
         loss, parts = mil_total_loss(p, labels, y_tilde=yt, f=f, centres=model.centres, weights=weights, r=config.r)
@@ -179,9 +188,11 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
         image mAP."""
 
         def after_step(self, loop: EpochLoop, epoch: int, step: int) -> None:
-            f, p = current["f"], current["p"]
-            model.centres.copy_(update_centres(model.centres, f.detach(), p.detach(), config.theta))  # eq. 8
-            image_scores[current["i"]] = lse_pool(p.detach(), config.r)[1:].cpu().numpy()
+            mine = [(current["i"], current["f"].detach().cpu(), current["p"].detach().cpu())] if loop.real_items else []
+            for images in world.all_gather(mine):  # the step's images in rank order (one in one process)
+                for i, f, p in images:  # eq. 8
+                    model.centres.copy_(update_centres(model.centres, f.to(device), p.to(device), config.theta))
+                    image_scores[i] = lse_pool(p, config.r)[1:].numpy()
 
         def epoch_numbers(self, loop: EpochLoop, epoch: int) -> dict[str, float]:
             return {"image_map": average_precision(image_scores, targets)}
@@ -193,9 +204,10 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
 
     current: dict = {}
     EpochLoop("train-mil", out, model, optimizer, data, step, lambda e, _: step_lr(config.lr, config.epochs, e),
-              config.epochs, 1, config.seed, config.workers, device, meta, record,
+              config.epochs, world.size, config.seed, config.workers, device, meta, record,
               lambda file, rec: write_json(file, rec), [CentresAndImageScores()], progress, echo, records, seconds,
-              collate=collate, unit="img", averaged=None, title="train-mil (eq. 9)", epoch_line=epoch_line).run(start)
+              collate=collate, unit="img", averaged=None, title="train-mil (eq. 9)", epoch_line=epoch_line,
+              world=world).run(start)
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs")
     epochs = [r for r in records if r.get("type") == "epoch"]
@@ -203,6 +215,8 @@ def train_mil(dataset: Dataset, proposals: str | Path | ProposalSet, out: str | 
     final["seconds_per_epoch"] = float(np.mean(seconds)) if seconds else None
     final["seconds_per_image"] = float(np.sum(seconds) / (len(seconds) * len(pset))) if seconds else None
     record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds, "final": final}
-    write_json(out / RECORD, record)
+    if world.is_main:
+        write_json(out / RECORD, record)
+    world.barrier()
     return record
 

@@ -89,6 +89,7 @@ class EpochLoop:
     weighted: bool = True  # the epoch's means weighted by batch size (False: the mean over steps)
     step_prefix: Callable[[int, int], dict] | None = None  # (epoch, step) → fields before the loss in a step record
     world: World = World()  # torchrun's processes (liid.training.distributed): batch_size is the global batch
+    real_items: int = 0  # the last step's items on this rank (0: a padding item of a short last batch)
 
     def _loader(self, epoch: int) -> tuple[torch.utils.data.DataLoader, list[tuple[int, int]] | None]:
         """The epoch's loader and, under several processes, each step's (real items here, global batch size)."""
@@ -138,6 +139,7 @@ class EpochLoop:
             else:  # DDP averages the ranks' gradients: weigh each by its share of the global batch
                 (loss * self.world.share(local, total)).backward()
             self.optimizer.step()
+            self.real_items = len(batch[0]) if shares is None else local  # this rank's, for the hooks (0: padding)
             for hook in self.hooks:
                 hook.after_step(self, epoch, step)
             n = 1 if not self.weighted else (len(batch[0]) if shares is None else total)
