@@ -231,17 +231,6 @@ def pca_fit(x, dim: int, sample: int = 10_000, seed: int = 0) -> tuple[np.ndarra
     return mu.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dim], dtype=np.float32)
 
 
-def pca_project(x: np.ndarray, dim: int, sample: int = 10_000, seed: int = 0) -> np.ndarray:
-    """Unit rows of the centred projection of ``x`` on its top ``dim`` principal axes (from a sample)."""
-    mu32, proj = pca_fit(x, dim, sample, seed)
-    n = x.shape[0]
-    y = np.empty((n, dim), dtype=np.float32)
-    for a in range(0, n, 65536):
-        y[a:a + 65536] = (x[a:a + 65536] - mu32) @ proj
-    faiss.normalize_L2(y)
-    return y
-
-
 QUERY_BLOCK = 1 << 20  # queries per big-batch search: bounds the query copy (1M x 384 float32 = 1.5 GB)
 
 

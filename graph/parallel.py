@@ -36,7 +36,7 @@ class Backend:
                          self.retries)
 
 
-def _ray_failure(ray, err: Exception, desc: str, i: int, n: int) -> Exception:
+def _ray_failure(err: Exception, desc: str, i: int, n: int) -> Exception:
     """The one line for a task that failed on Ray: the task's own LiidError, or what happened to it."""
     cause = getattr(err, "cause", None)
     if isinstance(cause, LiidError):
@@ -116,7 +116,7 @@ def run_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "s
                     except ray.exceptions.RayError as e:
                         for other in pending:
                             ray.cancel(other, force=True)
-                        raise _ray_failure(ray, e, desc, refs[ref], n) from None
+                        raise _ray_failure(e, desc, refs[ref], n) from None
                     bar.update(1)
         finally:
             if started:

@@ -82,6 +82,24 @@ def textbook_comparison(g, records, sample: int, seed: int = 0) -> dict:
             "textbook_fractional_components": frac_text}
 
 
+def solve_timed(g, workers: int) -> tuple[np.ndarray, list, dict, float, float]:
+    """The cut with ``workers`` processes (serial for 1): labels, records, summary, seconds, certified %."""
+    t0 = time.perf_counter()
+    labels, records, summary = solve_graph(g, SolveConfig(), backend="process" if workers > 1 else "serial",
+                                           workers=workers, progress=False)
+    cert = 100.0 * summary["certified_optimal_components"] / summary["components"]
+    return labels, records, summary, time.perf_counter() - t0, cert
+
+
+def accuracies(store, labels: np.ndarray, truth: np.ndarray | None) -> dict:
+    """The cut's and the masked MIL argmax's share of proposals with the generator's true class."""
+    if truth is None:
+        return {"label_accuracy": None, "masked_argmax_accuracy": None}
+    argmax = np.where(store.allowed_labels(), store.probs, -1).argmax(1)
+    return {"label_accuracy": round(float((labels == truth).mean()), 4),
+            "masked_argmax_accuracy": round(float((argmax == truth).mean()), 4)}
+
+
 def coco_main(a: argparse.Namespace) -> int:
     """The COCO-scale preset: the store on disk, build-graph out of core with the CLI's defaults, the cut."""
     from liid.graph.build import build_graph  # noqa: PLC0415
@@ -111,11 +129,7 @@ def coco_main(a: argparse.Namespace) -> int:
     print(f"build-graph: {build_seconds:.1f} s (kNN {knn_info['seconds']:.1f} s, recall@3 "
           f"{knn_info.get('recall_at_k', float('nan')):.4f} in {knn_info.get('recall_seconds', 0):.1f} s), "
           f"{stats['edges']:,} edges, {stats['components']:,} components, peak RSS {build_rss:.2f} GB", flush=True)
-    t0 = time.perf_counter()
-    labels, records, summary = solve_graph(g, SolveConfig(), backend="process" if a.workers > 1 else "serial",
-                                           workers=a.workers, progress=False)
-    solve_seconds = time.perf_counter() - t0
-    cert = 100.0 * summary["certified_optimal_components"] / summary["components"]
+    labels, records, summary, solve_seconds, cert = solve_timed(g, a.workers)
     print(f"solve-cut: {solve_seconds:.1f} s, {summary['components']:,} components, {cert:.2f}% certified, "
           f"methods {summary['methods']}", flush=True)
     truth = np.load(a.store / "truth.npy") if (a.store / "truth.npy").exists() else None
@@ -131,10 +145,7 @@ def coco_main(a: argparse.Namespace) -> int:
         "build_peak_rss_gb": round(build_rss, 2), "edges": stats["edges"], "components": int(sizes.size),
         "largest_component": int(sizes.max()), "solve_seconds": round(solve_seconds, 1), "workers": a.workers,
         "certified_optimal_pct": round(cert, 3), "uncertified": len(summary["uncertified_components"]),
-        "methods": summary["methods"], "peak_rss_gb": round(peak_rss_gb(), 2),
-        "label_accuracy": round(float((labels == truth).mean()), 4) if truth is not None else None,
-        "masked_argmax_accuracy": round(float((np.where(store.allowed_labels(), store.probs, -1).argmax(1)
-                                               == truth).mean()), 4) if truth is not None else None,
+        "methods": summary["methods"], "peak_rss_gb": round(peak_rss_gb(), 2), **accuracies(store, labels, truth),
     }
     print(json.dumps(result))
     return 0
@@ -190,11 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recall@3 {recall:.4f} on {a.recall_sample} queries ({time.perf_counter() - t_r:.1f} s)", flush=True)
     del x
 
-    t0 = time.perf_counter()
-    labels, records, summary = solve_graph(g, SolveConfig(), backend="process" if a.workers > 1 else "serial",
-                                           workers=a.workers, progress=False)
-    solve_seconds = time.perf_counter() - t0
-    cert = 100.0 * summary["certified_optimal_components"] / summary["components"]
+    labels, records, summary, solve_seconds, cert = solve_timed(g, a.workers)
     print(f"solve-cut: {solve_seconds:.1f} s, {summary['components']} components, {cert:.1f}% certified, "
           f"methods {summary['methods']}", flush=True)
     t0 = time.perf_counter()
@@ -240,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "components_over_1000": int((sizes > 1000).sum()),
         "nodes_in_components_over_1000_pct": round(100.0 * sizes[sizes > 1000].sum() / g.num_nodes, 1),
         "certified_optimal_pct": round(cert, 2), "objective": summary["objective"],
-        "lower_bound": summary["lower_bound"], "methods": summary["methods"],
-        "label_accuracy": round(float((labels == truth).mean()), 4) if truth is not None else None,
-        "masked_argmax_accuracy": round(float((np.where(store.allowed_labels(), store.probs, -1).argmax(1)
-                                               == truth).mean()), 4) if truth is not None else None,
+        "lower_bound": summary["lower_bound"], "methods": summary["methods"], **accuracies(store, labels, truth),
         "variants": variants, "textbook": textbook,
     }
     print(json.dumps(result))

@@ -114,7 +114,7 @@ class World:
         hooks are armed whichever method the step uses."""
         if not self.distributed:
             return model
-        return _Replica(model, self)
+        return _Replica(model)
 
 
 class _Dispatch(torch.nn.Module):
@@ -130,7 +130,7 @@ class _Dispatch(torch.nn.Module):
 
 
 class _Replica:
-    def __init__(self, model: torch.nn.Module, world: World):
+    def __init__(self, model: torch.nn.Module):
         from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
         device = next(model.parameters()).device
