@@ -358,6 +358,47 @@ def test_unit_rows_are_normalized_row_for_row(small_store):
     np.testing.assert_array_equal(np.asarray(rows), want)
 
 
+def _mapped_kb(path) -> int:
+    """Resident kB of the mappings of ``path`` in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and " " in line and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_memory_mapped_rows_are_read_without_the_map(tmp_path):
+    """A memory-mapped store streams through read_rows / UnitRows bit for bit as through the map itself,
+    and leaves none of its pages in this process's resident set (the peak-RSS limit at COCO scale)."""
+    from pathlib import Path
+
+    from liid.graph.knn import UnitRows, feature_mean, gather_rows, read_rows
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "features.npy"
+    np.save(path, rng.normal(size=(3001, 257)).astype(np.float16))  # odd sizes: rows cross page bounds
+    f = np.load(path, mmap_mode="r")
+    ref = np.load(path)
+    for a, b in [(0, 1), (7, 1000), (2999, 3001), (2990, 4000), (5, 5)]:
+        np.testing.assert_array_equal(read_rows(f, a, b), ref[a:b])
+    np.testing.assert_array_equal(read_rows(ref, 3, 9), ref[3:9])  # in-memory arrays: a plain slice
+    rows = np.array([0, 3, 4, 1500, 3000])
+    np.testing.assert_array_equal(gather_rows(f, rows), ref[rows])
+    np.testing.assert_array_equal(feature_mean(f, chunk=128), feature_mean(ref, chunk=128))
+    u, want = UnitRows(f, centre=feature_mean(ref), chunk=256), normalized(ref, centre=feature_mean(ref))
+    np.testing.assert_array_equal(np.asarray(u), want)
+    np.testing.assert_array_equal(u[np.array([[9, 2], [2, 3000]])], want[np.array([[9, 2], [2, 3000]])])
+    if Path("/proc/self/smaps").exists():
+        np.asarray(f[:]).sum()  # reading through the map does make it resident: the probe sees pages
+        assert _mapped_kb(path) > 1000
+        f.base.madvise(__import__("mmap").MADV_DONTNEED)
+        np.asarray(u)
+        gather_rows(f, np.arange(0, 3001, 3))
+        assert _mapped_kb(path) < 64
+
+
 @pytest.mark.parametrize("neighbours", ["all", "cross-image"])
 def test_out_of_core_build_is_the_in_memory_graph(neighbours):
     store, _ = make_feature_store(SyntheticSpec(images=400, dim=96, seed=5))
