@@ -58,6 +58,7 @@ from liid.models.backbone import IMAGENET_NORM, Normalization, backbone_spec
 from liid.models.deeplab import DEEPLAB_BACKBONES, OUTPUT_STRIDE, DeepLab, build_deeplab  # noqa: F401 (re-exported)
 from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
+from liid.training.distributed import init_world
 from liid.training.log import plot_losses, write_log
 from liid.training.loop import prepare_out, resume_from
 from liid.training.trainer import EpochLoop, Hook
@@ -301,7 +302,12 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
     Everything is validated (masks, weights, device, CRF, resume checkpoint) before the folder is touched.
     """
     out, masks = Path(out), Path(masks)
-    device = pick_device(config.device)
+    world, device = init_world(pick_device(config.device))
+    if not world.is_main:
+        echo, progress = (lambda _: None), False
+    if world.distributed and config.batch_size < 2 * world.size:
+        raise LiidError(f"--batch-size {config.batch_size} over {world.size} processes: at least 2 images per "
+                        f"process (the ASPP head's image-pooling BatchNorm), so at least {2 * world.size}")
     if config.crf:
         from liid.detection.crf import require_pydensecrf
 
@@ -323,16 +329,20 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
     model = build_deeplab(config.backbone, dataset.num_classes, config.weights, config.from_scratch)
     optimizer = make_optimizer(model, config.lr)
     masks_print = fingerprint(masks)
-    has_ckpt = prepare_out(out, resume, overwrite, _OURS | _pred_dirs(out), "train-deeplab")
+    has_ckpt = world.on_main(lambda: prepare_out(out, resume, overwrite, _OURS | _pred_dirs(out), "train-deeplab"))
     start, records = 0, []
     if has_ckpt:
         start, records = resume_from(out, model, optimizer, config.resumable(), echo,
                                      inputs={"masks_fingerprint": (masks_print, f"the pseudo-masks {masks}")})
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
-    out.mkdir(exist_ok=True)
+    if world.is_main:
+        out.mkdir(exist_ok=True)
     model.to(device)
     model.train()
+    if world.distributed and device.type == "cuda":  # the trained BatchNorms see the global batch, as in one process
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = world.replica(model)
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
             "config": config.resumable(), "dataset": dataset.describe(), "crop": config.crop,
             "masks": str(masks), "masks_fingerprint": masks_print}
@@ -341,7 +351,7 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
               "eval_dataset": eval_ds.describe() if evaluate else None,
               "eval_method": "whole image at its own size" + (", dense CRF" if config.crf else ""),
               "device": str(device), "images": len(data), "iterations_per_epoch": iters,
-              "iterations": max_iters}
+              "iterations": max_iters, "processes": world.size}
 
     def due(epoch: int) -> bool:  # 1-based epoch
         return evaluate and (epoch % config.eval_every == 0 or epoch == config.epochs)
@@ -371,11 +381,11 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
         return rec
 
     if start > 0 and due(start) and not any(r.get("type") == "eval" and r["epoch"] == start for r in records):
-        run_eval(start)  # the run stopped during this evaluation
+        world.on_main(lambda: run_eval(start))  # the run stopped during this evaluation
     def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
         x, y, _ = batch
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        return segmentation_loss(model(x), y), {}
+        return segmentation_loss(net(x), y), {}
 
     class DropoutSeedAndEvaluation(Hook):
         """The head's dropout draws from (seed, epoch); after the checkpoint, the epoch's evaluation when due."""
@@ -384,8 +394,8 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
             torch.manual_seed(config.seed * 1_000_003 + epoch)
 
         def after_checkpoint(self, loop: EpochLoop, epoch: int) -> None:
-            if due(epoch + 1):
-                run_eval(epoch + 1)
+            if due(epoch + 1):  # rank 0 evaluates; the others wait for it
+                world.on_main(lambda: run_eval(epoch + 1))
 
     def epoch_line(rec: dict) -> str:
         return (f"epoch {rec['epoch']}/{config.epochs}: loss {rec['loss']:.4f}, lr {rec['lr']:.3g}, "
@@ -395,11 +405,16 @@ def train_deeplab(dataset: Dataset, masks: str | os.PathLike, out: str | os.Path
               lambda e, s: poly_lr(config.lr, e * iters + s, max_iters), config.epochs, config.batch_size,
               config.seed, config.workers, device, meta, record,
               lambda file, rec: write_record(rec["epochs_done"], False), [DropoutSeedAndEvaluation()], progress,
-              echo, records, [], epoch_line=epoch_line, lr_per_step=True, drop_last=True, weighted=False).run(start)
-    if start >= config.epochs:
-        echo(f"{out}: already trained for {config.epochs} epochs")
-        plot_losses(out / PLOT, records, title="train-deeplab")
-    return write_record(config.epochs, True)
+              echo, records, [], epoch_line=epoch_line, lr_per_step=True, drop_last=True, weighted=False,
+              world=world).run(start)
+
+    def finish() -> dict:
+        if start >= config.epochs:
+            echo(f"{out}: already trained for {config.epochs} epochs")
+            plot_losses(out / PLOT, records, title="train-deeplab")
+        return write_record(config.epochs, True)
+
+    return world.on_main(finish)
 
 
 def read_record(out: str | os.PathLike) -> dict:

@@ -60,6 +60,7 @@ from liid.models.checkpoint import checkpoint_file, load_state_dict_checked, rea
 from liid.models.maskrcnn import FPN_CHANNELS, LITE_TAPS, LiteFPN, build_maskrcnn  # noqa: F401 (re-exported)
 from liid.progress import progress as progress_bar
 from liid.training.data import EpochData
+from liid.training.distributed import init_world
 from liid.training.loop import prepare_out, resume_from
 from liid.training.trainer import EpochLoop, Hook
 
@@ -455,7 +456,9 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     is validated before the folder is touched.
     """
     out = Path(out)
-    device = pick_device(config.device)
+    world, device = init_world(pick_device(config.device))
+    if not world.is_main:
+        echo, progress = (lambda _: None), False
     labels = read_pseudo_labels(dataset, pseudo_labels)
     data = MaskRCNNData(dataset, labels, train=True, seed=config.seed)
     ev_ds = eval_dataset if eval_dataset is not None else dataset
@@ -467,7 +470,7 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
     pseudo_fp = fingerprint(labels.path)
-    has_ckpt = prepare_out(out, resume, overwrite, _ours(out), "train-maskrcnn")
+    has_ckpt = world.on_main(lambda: prepare_out(out, resume, overwrite, _ours(out), "train-maskrcnn"))
     start, records, seconds, evaluations = 0, [], [], []
     if has_ckpt:
         start, records = resume_from(out, model, optimizer, config.resumable(), echo, inputs={
@@ -476,13 +479,17 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
         evaluations = [r["evaluation"] for r in records if r.get("type") == "epoch" and r.get("evaluation")]
     elif resume:
         echo(f"{out}: no checkpoint to resume from; starting from scratch")
-    out.mkdir(exist_ok=True)
+    if world.is_main:
+        out.mkdir(exist_ok=True)
     if labels.skipped_images:
         echo(f"{len(labels.skipped_images)} of {labels.images_in_file} images have no pseudo instances; skipped")
     if config.eval_every > 0 and not ev_images:
         echo(f"note: {ev_ds.source} has no ground-truth instances; no evaluation")
     model.to(device)
     model.train()
+    if world.distributed and device.type == "cuda" and not config.pretrained:  # trained BatchNorm: global batch
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = world.replica(model)
     per_epoch = math.ceil(len(data) / config.batch_size)
     total = per_epoch * config.epochs
     meta = {"backbone": config.backbone, "num_classes": dataset.num_classes, "class_names": dataset.classes,
@@ -494,17 +501,18 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
               "images": len(data), "iterations_per_epoch": per_epoch, "iterations": total,
               "schedule": {"warmup_iters": min(config.warmup_iters, total), "warmup_factor": WARMUP_FACTOR,
                            "steps": [round(total * 2 / 3), round(total * 8 / 9)]},
-              "evaluation_dataset": ev_ds.describe() if ev_images else None, "evaluation_images": len(ev_images)}
+              "evaluation_dataset": ev_ds.describe() if ev_images else None, "evaluation_images": len(ev_images),
+              "processes": world.size}
     def step(batch: tuple, epoch: int, step: int) -> tuple[torch.Tensor, dict]:
         xs, targets, idx = batch
         xs = [x.to(device, non_blocking=True) for x in xs]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        parts = model(xs, targets)
+        parts = net(xs, targets)
         loss = sum(parts.values())
-        if not torch.isfinite(loss):
+        if not world.distributed and not torch.isfinite(loss):  # several processes: the loop's check, on all
             bad = [labels.ids[i] for i in idx]
             raise LiidError(f"loss became {loss.item()} in epoch {epoch + 1}, step {step} (images {bad}); lower --lr")
-        return loss, {k.removeprefix("loss_"): float(parts[k].item()) for k in LOSSES}
+        return loss, {k.removeprefix("loss_"): float(parts[k].item()) for k in LOSSES}  # this rank's means
 
     class SamplingSeedAndEvaluation(Hook):
         """The RPN / RoI sampling draws from (seed, epoch); the epoch's evaluation (in its record) when due."""
@@ -515,8 +523,8 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
         def epoch_numbers(self, loop: EpochLoop, epoch: int) -> dict:
             numbers: dict = {"seconds_per_iteration": loop.seconds[-1] / per_epoch}
             if ev_images and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
-                numbers["evaluation"] = evaluate_epoch(model, ev_ds, ev_images, out, epoch + 1, device,
-                                                       config.batch_size, progress)
+                numbers["evaluation"] = world.on_main(lambda: evaluate_epoch(  # rank 0; the others wait
+                    model, ev_ds, ev_images, out, epoch + 1, device, config.batch_size, progress))
                 evaluations.append(numbers["evaluation"])
             return numbers
 
@@ -533,7 +541,8 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
               config.workers, device, meta, record,
               lambda file, rec: write_json(file, {**rec, "evaluations": evaluations}), [SamplingSeedAndEvaluation()],
               progress, echo, records, seconds, collate=collate, unit="it", averaged=None, epoch_line=epoch_line,
-              lr_per_step=True, weighted=False, step_prefix=lambda e, s: {"iteration": e * per_epoch + s}).run(start)
+              lr_per_step=True, weighted=False, step_prefix=lambda e, s: {"iteration": e * per_epoch + s},
+              world=world).run(start)
     if start >= config.epochs:
         echo(f"{out}: already trained for {config.epochs} epochs")
     epochs = [r for r in records if r.get("type") == "epoch"]
@@ -543,7 +552,9 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     final["seconds_per_iteration"] = float(np.sum(seconds) / (len(seconds) * per_epoch)) if seconds else None
     record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds,
               "evaluations": evaluations, "final": final}
-    write_json(out / RECORD, record)
+    if world.is_main:
+        write_json(out / RECORD, record)
+    world.barrier()
     return record
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from liid.atomic import atomic_dir, load_npy, read_header, write_json
 from liid.errors import LiidError
+from liid.graph.mapped import read_rows
 
 FORMAT = "liid.feature_store"
 VERSION = 1
@@ -46,7 +47,7 @@ class FeatureStore:
 def _finite_rows(a: np.ndarray, chunk: int = 65536) -> int | None:
     """Index of the first row with a NaN/inf value, or None (chunked: works on memory maps)."""
     for s in range(0, a.shape[0], chunk):
-        bad = ~np.isfinite(np.asarray(a[s : s + chunk], dtype=np.float32)).all(axis=1)
+        bad = ~np.isfinite(read_rows(a, s, s + chunk).astype(np.float32)).all(axis=1)
         if bad.any():
             return s + int(np.argmax(bad))
     return None

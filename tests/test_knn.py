@@ -374,7 +374,8 @@ def test_memory_mapped_rows_are_read_without_the_map(tmp_path):
     and leaves none of its pages in this process's resident set (the peak-RSS limit at COCO scale)."""
     from pathlib import Path
 
-    from liid.graph.knn import UnitRows, feature_mean, gather_rows, read_rows
+    from liid.graph.knn import UnitRows, feature_mean
+    from liid.graph.mapped import gather_rows, read_rows
 
     rng = np.random.default_rng(0)
     path = tmp_path / "features.npy"
@@ -396,6 +397,9 @@ def test_memory_mapped_rows_are_read_without_the_map(tmp_path):
         f.base.madvise(__import__("mmap").MADV_DONTNEED)
         np.asarray(u)
         gather_rows(f, np.arange(0, 3001, 3))
+        from liid.graph.feature_store import _finite_rows
+
+        assert _finite_rows(f, chunk=500) is None  # the store's validation reads all of it too
         assert _mapped_kb(path) < 64
 
 
