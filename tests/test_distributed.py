@@ -234,3 +234,46 @@ def test_extract_on_two_processes_is_the_one_process_store(syn, mil_inputs, tmp_
         np.testing.assert_array_equal(np.load(tmp_path / "two" / f"{name}.npy"),
                                       np.load(tmp_path / "one" / f"{name}.npy"), err_msg=name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mil", "one", "two"]  # the parts folder is gone
+
+
+DEEPLAB = ["--backbone", "resnet50", "--from-scratch", "--crop", "64", "--batch-size", "4", "--device", "cpu",
+           "--eval-every", "0", "--seed", "1"]
+
+
+def test_train_deeplab_on_two_processes(syn, tmp_path) -> None:
+    """The global batches of one process, 2 images per rank; rank 0 writes a bare checkpoint one process resumes.
+    (Its trained BatchNorms see each rank's 2 images on CPU, so the losses are close to one process's, not equal;
+    on CUDA they are SyncBatchNorm.)"""
+    masks = syn / "SegmentationClass"
+    liid("train-deeplab", syn, "--masks", masks, "--out", tmp_path / "one", "--epochs", "1", *DEEPLAB)
+    liid("train-deeplab", syn, "--masks", masks, "--out", tmp_path / "two", "--epochs", "1", *DEEPLAB, procs=2)
+    a, b = records(tmp_path / "one", "step"), records(tmp_path / "two", "step")
+    assert len(a) == len(b) >= 2 and [r["lr"] for r in a] == [r["lr"] for r in b]
+    assert all(np.isfinite(r["loss"]) for r in b)
+    np.testing.assert_allclose([r["loss"] for r in b][:1], [r["loss"] for r in a][:1], rtol=0.05)  # same init
+    rec = json.loads((tmp_path / "two" / "train.json").read_text())
+    assert rec["processes"] == 2 and rec["finished"]
+    assert not any(k.startswith("module.") for k in torch.load(tmp_path / "two" / "checkpoint.pt",
+                                                               weights_only=False)["model"])
+    res = liid("train-deeplab", syn, "--masks", masks, "--out", tmp_path / "two", "--epochs", "1", "--resume",
+               *DEEPLAB)  # one process loads the two's checkpoint
+    assert "already trained for 1 epochs" in res.stdout + res.stderr
+    res = liid("train-deeplab", syn, "--masks", masks, "--out", tmp_path / "bad", "--epochs", "1",
+               *DEEPLAB[:-6], "--batch-size", "2", "--eval-every", "0", procs=2, check=False)
+    assert res.returncode != 0 and "at least 2 images per process" in res.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_train_maskrcnn_on_two_processes(syn, tmp_path) -> None:
+    from test_maskrcnn import pseudo_json
+
+    pseudo_json(syn, tmp_path / "pseudo.json")
+    fast = ["--from-scratch", "--min-size", "64", "--max-size", "96", "--batch-size", "2", "--device", "cpu",
+            "--eval-every", "0", "--epochs", "1"]
+    liid("train-maskrcnn", syn, "--train-json", tmp_path / "pseudo.json", "--out", tmp_path / "two", *fast, procs=2)
+    rec = json.loads((tmp_path / "two" / "train.json").read_text())
+    steps = records(tmp_path / "two", "step")
+    assert rec["processes"] == 2 and rec["finished"] and len(steps) == rec["iterations_per_epoch"]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in steps)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt", "log.jsonl", "loss.png",
+                                                                      "train.json"]
