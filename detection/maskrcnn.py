@@ -552,9 +552,7 @@ def train_maskrcnn(dataset: Dataset, pseudo_labels: str | Path, out: str | Path,
     final["seconds_per_iteration"] = float(np.sum(seconds) / (len(seconds) * per_epoch)) if seconds else None
     record = {**record, "epochs_done": config.epochs, "finished": True, "epoch_seconds": seconds,
               "evaluations": evaluations, "final": final}
-    if world.is_main:
-        write_json(out / RECORD, record)
-    world.barrier()
+    world.on_main(lambda: write_json(out / RECORD, record))  # rank 0 writes, as the other trainers' finish
     return record
 
 
