@@ -65,14 +65,17 @@ def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sa
                 scratch=None, in_memory_gb: float = IN_MEMORY_GB) -> tuple[CutGraph, dict]:
     """Nodes = proposals, terminal weights = masked p, edges = symmetrised kNN with weight delta*cos.
 
-    ``backend`` (``liid.graph.parallel.Backend``) and ``scratch`` run the kNN's shards (``cfg.knn.shards``).
+    ``backend`` (``liid.parallel.Backend``) and ``scratch`` run the kNN's shards (``cfg.knn.shards``).
     The unit features are one float32 matrix when it fits in ``in_memory_gb``; above, out of core: rows made
-    chunk by chunk from the memory-mapped store (``knn.UnitRows``), the same numbers, more time converting."""
+    chunk by chunk from the memory-mapped store (``knn.UnitRows``), the same graph, more time converting; the
+    exact re-rank then reads the store in column slabs of at most ``in_memory_gb`` (``slab_cosines``), its
+    cosines equal to the in-memory ones within float32 rounding."""
     t0 = time.perf_counter()
     centre = feature_mean(store.features) if cfg.centre else None
     n, d = store.features.shape
     out_of_core = n * d * 4 > in_memory_gb * 2**30
-    x = UnitRows(store.features, centre=centre) if out_of_core else normalized(store.features, centre=centre)
+    x = (UnitRows(store.features, centre=centre, memory_bytes=in_memory_gb * 2**30) if out_of_core
+         else normalized(store.features, centre=centre))
     t_knn = time.perf_counter()
     groups = np.asarray(store.proposal_image) if cfg.neighbours == "cross-image" else None
     idx, sim, info = knn(x, cfg.knn, groups=groups, backend=backend, scratch=scratch)

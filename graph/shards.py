@@ -82,7 +82,7 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
 def sharded_search(rows, k: int, shards: int, scratch: str | Path, run, method: str = "exact",
                    trained: faiss.Index | None = None, nprobe: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` of every row of ``rows`` among all rows, searched in ``shards`` tasks run by
-    ``run(fn, tasks) -> results`` (``liid.graph.parallel.Backend.map``). ``trained``: the empty trained IVF
+    ``run(fn, tasks) -> results`` (``liid.parallel.Backend.map``). ``trained``: the empty trained IVF
     index for ``method="ivf"``."""
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)

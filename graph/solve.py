@@ -201,7 +201,7 @@ def solve_graph(graph, cfg: SolveConfig = SolveConfig(), backend: str = "serial"
                 ray_address: str | None = None, progress: bool = True) -> tuple[np.ndarray, list, dict]:
     """Solve every component of ``graph`` (a ``CutGraph`` with components); returns labels [N], records
     (in component order) and a summary dict."""
-    from liid.graph.parallel import run_tasks  # noqa: PLC0415
+    from liid.parallel import run_tasks  # noqa: PLC0415
 
     t0 = time.perf_counter()
     if graph.component is None:

@@ -36,6 +36,7 @@ from liid.atomic import check_complete, check_output, exists, read_json, write_j
 from liid.datasets.base import Dataset, ImageInfo, read_rgb
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
+from liid.parallel import iter_tasks
 from liid.progress import progress as progress_bar
 from liid.proposals.filtering import FilterConfig, filter_proposals
 from liid.proposals.importers import PER_IMAGE_FORMATS, import_image_proposals, read_coco_results
@@ -139,12 +140,27 @@ def _pool_process(task: ImageTask) -> dict:
     return process_image(_WORKER_JOB, task)
 
 
-def run_tasks(job: Job, tasks: Sequence[ImageTask], workers: int = 1, hold: RunLock | None = None) -> Iterator[dict]:
+def _ray_process(task: ImageTask, job: Job) -> dict:
+    """One image as a Ray task (one OpenCV thread: the cluster's CPUs are the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return process_image(job, task)
+
+
+def run_tasks(job: Job, tasks: Sequence[ImageTask], workers: int = 1, hold: RunLock | None = None,
+              backend: str | None = None, ray_address: str | None = None) -> Iterator[dict]:
     """``process_image`` over ``tasks``; results in completion order. ``workers > 1``: a spawn-context process
     pool (``liid.workers.process_pool``: workers die with this process and share the run lock ``hold``) with a
-    bounded number of tasks in flight; the first error cancels the rest. Close the iterator when stopping
-    early, so the pool is shut down before the lock is released."""
-    if workers <= 1 or len(tasks) <= 1:
+    bounded number of tasks in flight; the first error cancels the rest. ``backend="ray"``: one Ray task per
+    image on the cluster at ``ray_address`` (or a local Ray of ``workers`` CPUs), each writing its file into
+    the work folder (which every node must see), a dead worker's image retried, a bounded number in flight.
+    Close the iterator when stopping early, so the pool is shut down before the lock is released."""
+    if backend == "ray":
+        for _, r in iter_tasks(_ray_process, tasks, (job,), "ray", workers, ray_address, desc="proposals"):
+            yield r
+        return
+    if workers <= 1 or len(tasks) <= 1 or backend == "serial":
         for task in tasks:
             yield process_image(job, task)
         return
@@ -333,11 +349,14 @@ def generate_proposal_store(dataset: Dataset, out: str | os.PathLike, method: st
                             selective_search_config: SelectiveSearchConfig | None = None,
                             max_proposals: int | None = None, workers: int = 1, limit: int | None = None,
                             overwrite: bool = False, echo: Echo = print, warn: Echo = print,
-                            progress: bool = True) -> dict:
+                            progress: bool = True, backend: str | None = None,
+                            ray_address: str | None = None) -> dict:
     """Proposals for the dataset's images (the first ``limit``), filtered, written to the store ``out``.
 
-    Resumable (module docstring). Returns the summary (also under ``meta`` in ``out/index.json``), with
-    ``"up_to_date": True`` and nothing done when ``out`` already holds the same result.
+    ``backend`` (serial | process | ray; default: process when ``workers`` > 1) and ``ray_address`` say where
+    the per-image tasks run (``run_tasks``). Resumable (module docstring). Returns the summary (also under
+    ``meta`` in ``out/index.json``), with ``"up_to_date": True`` and nothing done when ``out`` already holds
+    the same result.
     """
     out = Path(out)
     source = Path(source) if source is not None else None
@@ -369,7 +388,7 @@ def generate_proposal_store(dataset: Dataset, out: str | os.PathLike, method: st
         try:
             summary = _run(dataset, out, partial, method, source, images, files, inputs, filter_config,
                            selective_search_config, max_proposals, workers, overwrite, echo, warn, progress, t0,
-                           lock)
+                           lock, backend, ray_address)
         except BaseException:
             if partial.is_dir() and not any((partial / "images").glob("*.json")):
                 shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
@@ -381,7 +400,8 @@ def generate_proposal_store(dataset: Dataset, out: str | os.PathLike, method: st
 def _run(dataset: Dataset, out: Path, partial: Path, method: str, source: Path | None, images: list[ImageInfo],
          files: list[Path] | None, inputs: dict, filter_config: FilterConfig,
          ss_config: SelectiveSearchConfig | None, max_proposals: int | None, workers: int, overwrite: bool,
-         echo: Echo, warn: Echo, progress: bool, t0: float, lock: RunLock | None = None) -> dict:
+         echo: Echo, warn: Echo, progress: bool, t0: float, lock: RunLock | None = None,
+         backend: str | None = None, ray_address: str | None = None) -> dict:
     done = finished_images(partial, images)
     reused = len(done)
     if done:
@@ -400,17 +420,18 @@ def _run(dataset: Dataset, out: Path, partial: Path, method: str, source: Path |
             if props is None:  # no results entry for this image
                 props = ImageProposals(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [], im.height,
                                        im.width)
-        tasks.append(ImageTask(im.id, im.file, im.height, im.width,
-                               source=files[k] if files is not None else None, proposals=props))
+        tasks.append(ImageTask(im.id, Path(im.file).absolute(), im.height, im.width,  # a task runs elsewhere
+                               source=Path(files[k]).absolute() if files is not None else None, proposals=props))
     overridden = type(dataset).load_image is not Dataset.load_image
-    job = Job(method, filter_config, partial / "images", selective_search=ss_config, max_proposals=max_proposals,
-              dataset=dataset if overridden and method == SELECTIVE_SEARCH else None)
+    job = Job(method, filter_config, (partial / "images").absolute(), selective_search=ss_config,
+              max_proposals=max_proposals, dataset=dataset if overridden and method == SELECTIVE_SEARCH else None)
 
     skipped: dict[str, str] = {}
     total = sum(d["proposals"] for d in done.values())
     with (progress_bar(total=len(images), initial=len(done), unit="img", desc="proposals", stream=sys.stderr,
                        enabled=progress, dynamic_ncols=True) as bar,
-          contextlib.closing(run_tasks(job, tasks, workers, hold=lock)) as results):
+          contextlib.closing(run_tasks(job, tasks, workers, hold=lock, backend=backend,
+                                       ray_address=ray_address)) as results):
         for r in results:
             if r["status"] == "skipped":
                 skipped[r["id"]] = r["reason"]
@@ -444,6 +465,7 @@ def _run(dataset: Dataset, out: Path, partial: Path, method: str, source: Path |
         "skipped": [{"id": i, "reason": skipped[i]} for i in (im.id for im in images) if i in skipped],
         "empty": empty,
         "workers": workers,
+        "backend": backend or ("process" if workers > 1 else "serial"),
         "seconds": time.perf_counter() - t0,
     }
     entries = [store_entry(dataset, im) for im in kept]

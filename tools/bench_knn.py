@@ -26,8 +26,8 @@ import numpy as np
 
 from liid.graph.feature_store import read_feature_store
 from liid.graph.knn import UnitRows, _rerank, drop_same_group, feature_mean, pca_fit, recall_at_k
-from liid.graph.parallel import Backend
 from liid.graph.shards import sharded_search
+from liid.parallel import Backend
 
 
 def rss_gb() -> float:

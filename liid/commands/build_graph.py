@@ -16,7 +16,7 @@ from liid.graph.build import LABEL_RULES, NEIGHBOURS, GraphConfig, build_graph
 from liid.graph.feature_store import read_feature_store
 from liid.graph.graph_file import save_graph
 from liid.graph.knn import METHODS, RERANKS, KnnConfig
-from liid.graph.parallel import BACKENDS, Backend
+from liid.parallel import BACKENDS, Backend
 from liid.stage import up_to_date
 
 
@@ -89,7 +89,8 @@ def format_stats(stats: dict) -> str:
 @click.option("--seed", default=0, show_default=True, help="Seed of the IVF training sample and recall sample.")
 @click.option("--in-memory-gb", default=4.0, show_default=True, type=click.FloatRange(min=0),
               help="Hold the unit features as one float32 matrix when it fits in this many GB; above, work out of "
-                   "core (rows made chunk by chunk from the memory-mapped store: the same graph, more time).")
+                   "core (rows made chunk by chunk from the memory-mapped store; the exact re-rank reads it in "
+                   "column slabs of at most this size: the same graph to float32 rounding, more time).")
 @click.option("--shards", default=1, show_default=True, type=click.IntRange(1),
               help="Split the search (--knn exact or ivf) into this many shards of the store, one task each, and "
                    "merge their top-k; the neighbours depend on this number, never on --backend.")

@@ -11,6 +11,7 @@ import click
 from liid.commands.options import images_option
 from liid.datasets import open_dataset
 from liid.errors import LiidError
+from liid.parallel import BACKENDS
 from liid.proposals.filtering import FilterConfig
 from liid.proposals.generate import METHODS, SELECTIVE_SEARCH, format_summary, generate_proposal_store
 from liid.proposals.importers import FORMATS
@@ -35,6 +36,9 @@ IoU > --nms-iou, best score first), keep the --top best (default: all that pass)
 
 Images that cannot be read (selective search) are skipped, named on stderr and counted; a missing or bad
 imported file is an error and nothing is written.
+
+With --backend ray each image is one task on a Ray cluster (--ray-address, or a local Ray of --workers CPUs);
+a task whose worker dies is run again, a task that fails ends the run with one line.
 
 Resumable: each finished image is saved in DIR.partial/ as the run goes; rerunning the same command after
 an interruption reuses them. A rerun with other settings is refused unless --overwrite (which discards
@@ -72,7 +76,11 @@ def filter_options(f):
               help=f"Before filtering: selective search keeps its best N (default {_SS.max_proposals}); "
               "importers keep the first N of each file (default: all).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes working on images in parallel.")
+              help="Processes working on images in parallel (or the CPUs of a local Ray).")
+@click.option("--backend", default=None, type=click.Choice(BACKENDS),
+              help="Where the per-image tasks run: serial | process | ray (default: process when --workers > 1, "
+                   "else serial). On a Ray cluster, DIR's folder must be one every node sees.")
+@click.option("--ray-address", default=None, help="Address of an existing Ray cluster (with --backend ray).")
 @click.option("--seed", type=click.IntRange(0), default=None,
               help=f"Selective search: seed of the ranking's random factors (default {_SS.seed}).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images (a quick look).")
@@ -80,10 +88,13 @@ def filter_options(f):
               help="Replace an existing DIR and discard an unfinished run's DIR.partial.")
 def command(dataset: str, out: Path, split: str | None, images_dir: Path | None, method: str,
             source: Path | None, top: int | None, min_area: float, max_area: float, nms_iou: float,
-            max_proposals: int | None, workers: int, seed: int | None, limit: int | None, overwrite: bool) -> None:
+            max_proposals: int | None, workers: int, backend: str | None, ray_address: str | None, seed: int | None,
+            limit: int | None, overwrite: bool) -> None:
     """Segment proposals for every image of DATASET, filtered, written as a proposal store to DIR."""
     if method != SELECTIVE_SEARCH and seed is not None:
         raise LiidError("--seed applies to --method selective-search only")
+    if ray_address is not None and backend != "ray":
+        raise LiidError("--ray-address needs --backend ray")
     ds = open_dataset(dataset, split=split, images=images_dir)
     ss = None
     if method == SELECTIVE_SEARCH:
@@ -93,7 +104,7 @@ def command(dataset: str, out: Path, split: str | None, images_dir: Path | None,
         ds, out, method, source, filter_config=FilterConfig(top, min_area, max_area, nms_iou),
         selective_search_config=ss, max_proposals=max_proposals if method != SELECTIVE_SEARCH else None,
         workers=workers, limit=limit, overwrite=overwrite, echo=click.echo,
-        warn=lambda msg: click.echo(msg, err=True))
+        warn=lambda msg: click.echo(msg, err=True), backend=backend, ray_address=ray_address)
     if not summary.get("up_to_date"):
         click.echo(format_summary(out, summary))
 

@@ -12,8 +12,8 @@ from liid.atomic import atomic_dir, check_parent, write_json
 from liid.errors import LiidError
 from liid.fingerprint import fingerprint
 from liid.graph.graph_file import load_graph
-from liid.graph.parallel import BACKENDS
 from liid.graph.solve import SolveConfig, solve_graph
+from liid.parallel import BACKENDS
 from liid.stage import up_to_date
 
 CUT_FORMAT = "liid.cut"  # summary.json's tag (the folder's record, as graph.json is a graph's)

@@ -8,8 +8,9 @@ stops with one line naming the task: a result is whole or there is none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 
 from liid.errors import LiidError
@@ -81,47 +82,81 @@ def run_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "s
               weights: Sequence[float] | None = None, retries: int = 3) -> list:
     """``[fn(t, *args) for t in tasks]``, possibly in parallel. ``weights`` orders submission (largest
     first, for load balance); the returned list is always in task order, so results never depend on it."""
-    n = len(tasks)
-    order = sorted(range(n), key=lambda i: -weights[i]) if weights is not None else list(range(n))
-    results: list = [None] * n
-    bar = progress_bar(total=n, desc=desc, unit="task", enabled=progress, leave=False)
-    if backend == "serial" or (backend == "process" and workers <= 1):
-        for i in order:
-            results[i] = fn(tasks[i], *args)
-            bar.update(1)
-    elif backend == "process":
-        with process_pool(workers) as ex:
-            futures = {ex.submit(fn, tasks[i], *args): i for i in order}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update(1)
-    elif backend == "ray":
-        try:
-            import ray  # noqa: PLC0415
-        except ImportError:
-            raise LiidError("--backend ray needs Ray: pip install 'liid[ray]'") from None
-        started = not ray.is_initialized()
-        if started:
-            _ray_init(ray, ray_address, workers)
-        try:
-            remote = ray.remote(max_retries=retries, scheduling_strategy="SPREAD")(fn)
-            shared = [ray.put(a) for a in args]  # once in the object store, not once per task
-            refs = {remote.remote(tasks[i], *shared): i for i in order}
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    try:
-                        results[refs[ref]] = ray.get(ref)
-                    except ray.exceptions.RayError as e:
-                        for other in pending:
-                            ray.cancel(other, force=True)
-                        raise _ray_failure(e, desc, refs[ref], n) from None
-                    bar.update(1)
-        finally:
-            if started:
-                ray.shutdown()
-    else:
-        raise LiidError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    results: list = [None] * len(tasks)
+    bar = progress_bar(total=len(tasks), desc=desc, unit="task", enabled=progress, leave=False)
+    for i, r in iter_tasks(fn, tasks, args, backend, workers, ray_address, desc, weights, retries):
+        results[i] = r
+        bar.update(1)
     bar.close()
     return results
+
+
+def iter_tasks(fn: Callable, tasks: Sequence, args: tuple = (), backend: str = "serial", workers: int = 1,
+               ray_address: str | None = None, desc: str = "tasks", weights: Sequence[float] | None = None,
+               retries: int = 3, window: int | None = None, ray_options: dict | None = None
+               ) -> Iterator[tuple[int, object]]:
+    """``(i, fn(tasks[i], *args))`` as each task finishes (completion order). At most ``window`` tasks are
+    submitted and unfinished at a time (default: all of them on local processes, 4 per CPU of a Ray cluster,
+    so that 10^5 per-image tasks do not all wait in its queue at once). The first failure cancels the rest
+    and raises (on Ray: one line naming the task). ``ray_options``: more options of each Ray task
+    (``{"num_gpus": 1}``). Close the iterator when stopping early, so that pending tasks are cancelled."""
+    n = len(tasks)
+    order = sorted(range(n), key=lambda i: -weights[i]) if weights is not None else list(range(n))
+    if backend == "serial" or (backend == "process" and workers <= 1):
+        for i in order:
+            yield i, fn(tasks[i], *args)
+    elif backend == "process":
+        with process_pool(workers) as ex:
+            todo = iter(order)
+            futures = {ex.submit(fn, tasks[i], *args): i for i in itertools.islice(todo, max(1, window or n))}
+            try:
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i = futures.pop(fut)
+                        yield i, fut.result()
+                        for j in itertools.islice(todo, 1):
+                            futures[ex.submit(fn, tasks[j], *args)] = j
+            finally:
+                for fut in futures:
+                    fut.cancel()
+    elif backend == "ray":
+        yield from _iter_ray(fn, tasks, args, order, ray_address, workers, desc, retries, window, ray_options or {})
+    else:
+        raise LiidError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _iter_ray(fn: Callable, tasks: Sequence, args: tuple, order: list[int], ray_address: str | None, workers: int,
+              desc: str, retries: int, window: int | None, options: dict) -> Iterator[tuple[int, object]]:
+    """``iter_tasks`` on Ray: tasks spread over the nodes, a dead worker's task retried ``retries`` times."""
+    try:
+        import ray  # noqa: PLC0415
+    except ImportError:
+        raise LiidError("--backend ray needs Ray: pip install 'liid[ray]'") from None
+    n = len(tasks)
+    started = not ray.is_initialized()
+    if started:
+        _ray_init(ray, ray_address, workers)
+    refs: dict = {}
+    try:
+        remote = ray.remote(max_retries=retries, scheduling_strategy="SPREAD", **options)(fn)
+        shared = [ray.put(a) for a in args]  # once in the object store, not once per task
+        todo = iter(order)
+        window = window or max(1, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        refs = {remote.remote(tasks[i], *shared): i for i in itertools.islice(todo, window)}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                i = refs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise _ray_failure(e, desc, i, n) from None
+                yield i, result
+                for j in itertools.islice(todo, 1):
+                    refs[remote.remote(tasks[j], *shared)] = j
+    finally:
+        for other in refs:
+            ray.cancel(other, force=True)
+        if started:
+            ray.shutdown()
