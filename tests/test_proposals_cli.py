@@ -116,6 +116,20 @@ def prm_entry(mask: np.ndarray) -> dict:
 MASK_BOXES = [(5, 5, 30, 40), (30, 40, 60, 75), (0, 0, 20, 20)]
 
 
+def crash_after(n: int, monkeypatch) -> list[str]:
+    """Make the n+1-th image's work raise (a simulated crash); returns the ids of the images done before it."""
+    real, calls = generate.process_image, []
+
+    def dies(job, task):
+        if len(calls) == n:
+            raise LiidError("simulated crash")
+        calls.append(task.image_id)
+        return real(job, task)
+
+    monkeypatch.setattr(generate, "process_image", dies)
+    return calls
+
+
 # ----------------------------------------------------------------------------------------------- generation
 
 
@@ -149,15 +163,7 @@ def test_workers_give_the_same_store(folder: Path, tmp_path: Path) -> None:
 def test_resume_after_interruption(folder: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "props"
     real = generate.process_image
-    calls: list[str] = []
-
-    def dies_after_two(job, task):
-        if len(calls) == 2:
-            raise LiidError("simulated crash")
-        calls.append(task.image_id)
-        return real(job, task)
-
-    monkeypatch.setattr(generate, "process_image", dies_after_two)
+    calls = crash_after(2, monkeypatch)
     assert_error(invoke("proposals", folder, "--out", out, "--top", 5), "simulated crash")
     assert not out.exists()
     partial = tmp_path / "props.partial"

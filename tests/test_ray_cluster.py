@@ -202,19 +202,12 @@ def test_proposals_on_the_cluster_are_the_serial_store(cluster, images, tmp_path
 
 def test_proposals_on_the_cluster_resume_an_interrupted_run(cluster, images, tmp_path, monkeypatch) -> None:
     """An interrupted serial run leaves 2 images in OUT.partial; the Ray run reuses them and does the rest."""
-    from test_proposals_cli import IDS, store_files
+    from test_proposals_cli import IDS, crash_after, store_files
 
     from liid.proposals import generate
 
-    real, calls = generate.process_image, []
-
-    def dies_after_two(job, task):
-        if len(calls) == 2:
-            raise LiidError("simulated crash")
-        calls.append(task.image_id)
-        return real(job, task)
-
-    monkeypatch.setattr(generate, "process_image", dies_after_two)
+    real = generate.process_image
+    crash_after(2, monkeypatch)
     res = CliRunner().invoke(main, ["proposals", str(images), "--out", str(tmp_path / "props"), "--top", "6"])
     assert res.exit_code != 0 and len(list((tmp_path / "props.partial" / "images").glob("*.json"))) == 2
     monkeypatch.setattr(generate, "process_image", real)
