@@ -57,7 +57,9 @@ def command(dataset: str, proposals: Path, mil: Path, out: Path, split: str | No
 
     Skipped when OUT already holds a store made from the same inputs and settings. Under `torchrun
     --nproc-per-node W liid extract ...` the images are split over the W processes and rank 0 writes the store
-    (the rows pass through OUT's folder: on several nodes it must be one they share).
+    (the rows pass through OUT's folder: on several nodes it must be one they share). With --backend ray the
+    images go in parts of --images-per-task to the tasks of a Ray cluster; each finished part is kept in
+    OUT.partial/, and a rerun after an interruption reuses them.
     """
     check_parent(out)
     if ray_address is not None and backend != "ray":
