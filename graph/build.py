@@ -11,6 +11,7 @@ from liid.graph.feature_store import FeatureStore
 from liid.graph.graph_file import CutGraph
 from liid.graph.knn import KnnConfig, UnitRows, feature_mean, knn, normalized, recall_at_k
 from liid.graph.weights import DELTA, pair_weights, share_foreground_label, symmetrise, terminal_weights
+from liid.memory import peak_gb, reset_peak
 
 NEIGHBOURS = ("all", "cross-image")
 LABEL_RULES = ("image", "all")
@@ -83,11 +84,15 @@ def build_graph(store: FeatureStore, cfg: GraphConfig = GraphConfig(), recall_sa
     info["out_of_core"] = out_of_core
     if recall_sample:
         t_r = time.perf_counter()
+        reset_peak()
         info["recall_at_k"] = recall_at_k(x, idx, recall_sample, cfg.knn.k, seed=cfg.knn.seed, groups=groups)
+        info.setdefault("peak_rss_gb", {})["recall"] = peak_gb()
         info["recall_sample"] = int(min(recall_sample, x.shape[0]))
         info["recall_seconds"] = time.perf_counter() - t_r
     del x
+    reset_peak()
     g, stats = graph_from_neighbours(store, idx, sim, cfg)
+    info.setdefault("peak_rss_gb", {})["graph"] = peak_gb()
     stats["knn"] = info
     stats["seconds"] = time.perf_counter() - t0
     return g, stats

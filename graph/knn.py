@@ -28,9 +28,11 @@ import faiss
 import numpy as np
 
 from liid.graph.mapped import gather_rows, read_rows
+from liid.memory import peak_gb, reset_peak
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
 RERANKS = ("full", "pca")
+ROW_CHUNK = 1 << 16  # rows per step of the row-wise selections (bounds their temporaries)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,10 @@ class UnitRows:
 
 def _first_good(idx: np.ndarray, sim: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the first ``k`` entries not marked ``bad``, in their original order (-1 / -inf pad)."""
+    if idx.shape[0] > ROW_CHUNK:  # chunk by chunk: the sort's temporaries are a few N x c arrays
+        parts = [_first_good(idx[a:a + ROW_CHUNK], sim[a:a + ROW_CHUNK], bad[a:a + ROW_CHUNK], k)
+                 for a in range(0, idx.shape[0], ROW_CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     order = np.argsort(bad, axis=1, kind="stable")
     idx = np.take_along_axis(idx, order, axis=1)[:, :k].copy()
     sim = np.take_along_axis(sim, order, axis=1)[:, :k].copy()
@@ -251,8 +257,8 @@ def pca_fit(x, dim: int, sample: int = 10_000, seed: int = 0) -> tuple[np.ndarra
 QUERY_BLOCK = 1 << 20  # queries per big-batch search: bounds the query copy (1M x 384 float32 = 1.5 GB)
 
 
-def _ivf_search(x, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sharded=None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _ivf_search(x, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sharded=None,
+                peaks: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidates [N, c] and their cosines in the searched space (the PCA projection, or x itself).
 
     Out of core: the projection is fitted on a sample and made chunk by chunk as the index is filled; the
@@ -273,6 +279,9 @@ def _ivf_search(x, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sha
         index.add(y[a:a + y.chunk])
     index.nprobe = nprobe
     index.make_direct_map()
+    if peaks is not None:  # the PCA fit, the projection streamed into the index: this phase's peak RSS
+        peaks["index"] = peak_gb()
+        reset_peak()
     idx = np.empty((n, candidates), dtype=np.int64)
     sim = np.empty((n, candidates), dtype=np.float32)
     for a in range(0, n, QUERY_BLOCK):
@@ -284,17 +293,28 @@ def _ivf_search(x, cfg: KnnConfig, nlist: int, nprobe: int, candidates: int, sha
 
 
 def _mask_groups(cand: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    """``cand`` with the candidates of each row's own group set to -1 (none when ``groups`` is None)."""
+    """``cand`` with the candidates of each row's own group set to -1 (none when ``groups`` is None); in place,
+    chunk by chunk."""
     if groups is None:
         return cand
-    return np.where((cand >= 0) & (groups[np.where(cand < 0, 0, cand)] == groups[:, None]), -1, cand)
+    for a in range(0, cand.shape[0], ROW_CHUNK):
+        c = cand[a:a + ROW_CHUNK]
+        c[(c >= 0) & (groups[np.where(c < 0, 0, c)] == groups[a:a + ROW_CHUNK, None])] = -1
+    return cand
 
 
 def drop_same_group(idx: np.ndarray, sim: np.ndarray, groups: np.ndarray, k: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Keep, per row (in order), the first ``k`` neighbours from another group than the row's own (-1 pads)."""
     groups = np.asarray(groups)
-    return _first_good(idx, sim, (idx < 0) | (groups[np.where(idx < 0, 0, idx)] == groups[:, None]), k)
+    parts = []
+    for a in range(0, idx.shape[0], ROW_CHUNK):  # chunk by chunk: no N x c temporaries
+        i, g = idx[a:a + ROW_CHUNK], groups[a:a + ROW_CHUNK]
+        parts.append(_first_good(i, sim[a:a + ROW_CHUNK], (i < 0) | (groups[np.where(i < 0, 0, i)] == g[:, None]),
+                                 k))
+    if not parts:
+        return idx[:, :k].copy(), sim[:, :k].copy()
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def knn(x: np.ndarray, cfg: KnnConfig = KnnConfig(), groups: np.ndarray | None = None, backend=None,
@@ -368,15 +388,17 @@ def _knn(x: np.ndarray, cfg: KnnConfig, groups: np.ndarray | None, backend, scra
         ncand = max(cfg.candidates, cfg.k + 1)
         info.update(nlist=nlist, nprobe=min(nprobe, nlist), pca_dim=cfg.pca_dim, candidates=ncand,
                     rerank=cfg.rerank)
-        t0 = time.perf_counter()
-        cand, csim = _ivf_search(x, cfg, nlist, min(nprobe, nlist), ncand, sharded)
+        t0, peaks = time.perf_counter(), info.setdefault("peak_rss_gb", {})
+        reset_peak()
+        cand, csim = _ivf_search(x, cfg, nlist, min(nprobe, nlist), ncand, sharded, peaks)
         cand = _mask_groups(cand, masked)
-        info["search_seconds"] = round(time.perf_counter() - t0, 1)
+        info["search_seconds"], peaks["search"] = round(time.perf_counter() - t0, 1), peak_gb()
         if cfg.rerank == "full":
             del csim  # the re-rank's own cosines replace the search's (at COCO scale: 0.9 GB less held)
             t0 = time.perf_counter()
+            reset_peak()
             idx, sim = _rerank(x, cand, cfg.k)
-            info["rerank_seconds"] = round(time.perf_counter() - t0, 1)
+            info["rerank_seconds"], peaks["rerank"] = round(time.perf_counter() - t0, 1), peak_gb()
         else:  # the candidates' cosines in the searched (PCA) space, best first: no full-dimension read
             idx, sim = _drop_self(cand, csim, cfg.k)
     else:  # hnsw

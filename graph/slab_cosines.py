@@ -71,9 +71,14 @@ def slab_cosines(features: np.ndarray, cand: np.ndarray, centre: np.ndarray | No
             bar.update(1)
         del slab
     bar.close()
-    valid = cand >= 0
+    del buf  # before the cosines: the slab is the largest array here
     norm = np.sqrt(sq)
-    den = norm[:, None] * norm[np.where(valid, cand, 0)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(den > 0, dots / den, 0.0)
-    return np.where(valid, cos, -np.inf).astype(np.float32)
+    out = np.empty((n, c), dtype=np.float32)
+    for r0 in chunks:  # chunk by chunk: whole-array temporaries would be several N x c float64 arrays
+        r1 = min(n, r0 + READ_ROWS)
+        i = cand[r0:r1]
+        den = norm[r0:r1, None] * norm[np.where(i >= 0, i, 0)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where(den > 0, dots[r0:r1] / den, 0.0)
+        out[r0:r1] = np.where(i >= 0, cos, -np.inf)
+    return out

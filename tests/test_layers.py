@@ -13,9 +13,9 @@ FOLDERS = {"liid": "liid", "graph": "liid.graph", "detection": "liid.detection",
 
 # bottom to top; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, ...]] = [
-    # the schema, atomic checked writes, errors, progress, fingerprints, worker pools, task backends, stage rule
+    # the schema, atomic writes, errors, progress, fingerprints, worker pools, task backends, stage rule, peak RSS
     ("liid", "liid.config", "liid.atomic", "liid.errors", "liid.progress", "liid.fingerprint", "liid.workers",
-     "liid.parallel", "liid.stage"),
+     "liid.parallel", "liid.stage", "liid.memory"),
     ("liid.models", "liid.datasets", "liid.losses"),  # backbones, readers, the losses' math
     ("liid.proposals", "liid.graph", "liid.synthetic_features"),  # pure computation over arrays + their formats
     ("liid.training", "liid.detection"),  # the trainers; export, evaluation, Mask R-CNN, DeepLab

@@ -128,7 +128,9 @@ def coco_main(a: argparse.Namespace) -> int:
     build_rss = peak_rss_gb()
     print(f"build-graph: {build_seconds:.1f} s (kNN {knn_info['seconds']:.1f} s, recall@3 "
           f"{knn_info.get('recall_at_k', float('nan')):.4f} in {knn_info.get('recall_seconds', 0):.1f} s), "
-          f"{stats['edges']:,} edges, {stats['components']:,} components, peak RSS {build_rss:.2f} GB", flush=True)
+          f"{stats['edges']:,} edges, {stats['components']:,} components, peak RSS {build_rss:.2f} GB; by phase: "
+          + ", ".join(f"{k} {v:.2f} GB" for k, v in knn_info.get("peak_rss_gb", {}).items() if v is not None),
+          flush=True)
     labels, records, summary, solve_seconds, cert = solve_timed(g, a.workers)
     print(f"solve-cut: {solve_seconds:.1f} s, {summary['components']:,} components, {cert:.2f}% certified, "
           f"methods {summary['methods']}", flush=True)
