@@ -8,6 +8,7 @@ at COCO scale, 2048-d, before these). numpy's memmap has no read that bypasses t
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 
@@ -38,11 +39,26 @@ def read_rows(features: np.ndarray, a: int, b: int) -> np.ndarray:
 
 
 def gather_rows(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``features[rows]`` (``rows`` sorted: a memory map is then read in order); from a memory map, the pages
-    it touched are released from the resident set after the copy (madvise DONTNEED: a read-only file map
-    loses nothing, a later read faults them back from the page cache)."""
-    out = np.asarray(features[rows])
-    m = _whole_map(features)
-    if m is not None and hasattr(m, "madvise"):
-        m.madvise(mmap.MADV_DONTNEED)
+    """``features[rows]`` as an in-memory array (``rows`` sorted reads the file in order).
+
+    From a memory-mapped store each row is a plain file read (``os.preadv`` into its place), not a read
+    through the map: a fault on a mapped page also maps the cached pages around it (the kernel's fault-around,
+    64 kB), so a gather of 3·10^5 scattered 4 kB rows through the map counted ~16 GB of RSS at COCO scale."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if _whole_map(features) is None or not features.filename:
+        return np.asarray(features[rows])
+    n = features.shape[0]
+    if rows.size and (rows.min() < -n or rows.max() >= n):
+        raise IndexError(f"row index out of range for {n} rows")
+    rows = np.where(rows < 0, rows + n, rows)
+    out = np.empty((rows.size, *features.shape[1:]), dtype=features.dtype)
+    if rows.size == 0:
+        return out
+    row_bytes = int(np.prod(features.shape[1:], dtype=np.int64)) * features.itemsize
+    flat = out.reshape(rows.size, -1).view(np.uint8)
+    with open(features.filename, "rb") as f:
+        fd = f.fileno()
+        for j, r in enumerate(rows.tolist()):
+            if os.preadv(fd, [flat[j]], features.offset + r * row_bytes) != row_bytes:
+                raise OSError(f"{features.filename}: file shorter than its header says")
     return out

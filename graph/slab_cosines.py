@@ -52,11 +52,11 @@ def slab_cosines(features: np.ndarray, cand: np.ndarray, centre: np.ndarray | No
     chunks = list(range(0, n, READ_ROWS))
     bar = progress_bar(total=2 * len(starts) * len(chunks), desc="exact re-rank", unit="step", enabled=progress,
                        leave=False)
-    buf = np.empty((n, min(w, d)), dtype=np.float32)
+    buf = np.empty(n * min(w, d), dtype=np.float32)  # every slab's rows, contiguous (FAISS reads them flat)
     part = np.empty((min(n, READ_ROWS), c), dtype=np.float32)
     for p, a in enumerate(starts):
         b = min(d, a + w)
-        slab = buf[:, :b - a] if b - a == buf.shape[1] else np.empty((n, b - a), dtype=np.float32)
+        slab = buf[:n * (b - a)].reshape(n, b - a)  # a narrower last slab reuses the buffer too
         for r0 in (chunks if p % 2 == 0 else chunks[::-1]):  # serpentine: the page cache keeps the turn
             rows = slab[r0:r0 + READ_ROWS]
             rows[:] = read_rows(features, r0, r0 + READ_ROWS)[:, a:b]
