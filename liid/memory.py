@@ -1,7 +1,9 @@
-"""The resident-set high-water mark of this process, per phase (Linux): what a benchmark reports as peak RSS.
+"""Peak RSS of this process, overall and per phase (Linux), for benchmarks that say what limits memory.
 
 ``/proc/self/status``'s VmHWM is the peak RSS so far; writing 5 to ``/proc/self/clear_refs`` resets it to the
-current RSS (Linux 4.0+), so a phase's own peak can be read. Elsewhere: ``ru_maxrss`` (never reset) or None.
+current RSS (Linux 4.0+), so a phase's own peak can be read. The reset also resets ``ru_maxrss``, which other
+code may read, so it happens only after ``track_phases()`` (a benchmark's choice, never a command's); the
+overall peak is kept here across resets (``overall_peak_gb``).
 """
 
 from __future__ import annotations
@@ -10,18 +12,10 @@ import resource
 import sys
 from pathlib import Path
 
-
-def reset_peak() -> bool:
-    """Reset the high-water mark to the current RSS; False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+_state = {"tracking": False, "before": 0.0}  # before: the highest phase peak folded in by the resets
 
 
-def peak_gb() -> float | None:
-    """Peak RSS in GB (2^30 bytes) since the last ``reset_peak`` (or since the start)."""
+def _hwm_gb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -30,3 +24,30 @@ def peak_gb() -> float | None:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+
+
+def track_phases() -> bool:
+    """Turn per-phase peaks on (False where the kernel cannot reset the high-water mark)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    _state["tracking"] = True
+    return True
+
+
+def reset_peak() -> None:
+    """Start a phase: fold the peak so far into the overall one, reset the high-water mark (when tracking)."""
+    if _state["tracking"]:
+        _state["before"] = max(_state["before"], _hwm_gb())
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_gb() -> float | None:
+    """The current phase's peak RSS in GB (2^30 bytes) when tracking phases, else None."""
+    return _hwm_gb() if _state["tracking"] else None
+
+
+def overall_peak_gb() -> float:
+    """The process's peak RSS in GB, phases or not."""
+    return max(_state["before"], _hwm_gb())

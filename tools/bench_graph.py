@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,13 @@ from liid.graph.ckr import ckr_lp, textbook_ckr_lp
 from liid.graph.feature_store import read_feature_store
 from liid.graph.knn import KnnConfig, knn, normalized, recall_at_k
 from liid.graph.solve import SolveConfig, solve_graph
+from liid.memory import overall_peak_gb, track_phases
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return overall_peak_gb()
 
 
 def textbook_comparison(g, records, sample: int, seed: int = 0) -> dict:
@@ -154,6 +154,7 @@ def coco_main(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    track_phases()  # build-graph's record then holds each phase's own peak RSS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=["voc", "coco"], default="voc")
     ap.add_argument("--dim", type=int, default=2048, help="coco: feature width (2048 ResNet50, 320 EfficientNet-Lite0)")
