@@ -126,8 +126,7 @@ def extract_on_cluster(checkpoint: Path, dataset: Dataset, pset: ProposalSet, si
         _open_partial(folder, settings, overwrite)
         done = set()
         for p, a, b in parts:  # the parts an earlier run finished, copied to their place
-            got = _read_part(folder, p, int(offsets[b] - offsets[a]), dim, k1) if part_file(folder, p).exists() \
-                else None
+            got = _read_part(folder, p, int(offsets[b] - offsets[a]), dim, k1)  # None when absent
             if got is not None:
                 features[offsets[a]:offsets[b]], probs[offsets[a]:offsets[b]] = got
                 done.add(p)
