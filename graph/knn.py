@@ -95,7 +95,8 @@ class UnitRows:
         self.features = features
         self.unit = unit  # the rows are unit already (and centred as wanted): only the projection is applied
         self.centre = None if centre is None else np.asarray(centre, dtype=np.float32)
-        self.mean, self.proj, self.chunk = mean, proj, chunk
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
+        self.proj, self.chunk = proj, chunk
         self.memory_bytes = memory_bytes
         self.shape = (features.shape[0], features.shape[1] if proj is None else proj.shape[1])
         self.dtype = np.dtype(np.float32)
@@ -105,7 +106,7 @@ class UnitRows:
         return self.shape[0]
 
     def projected(self, mean: np.ndarray, proj: np.ndarray) -> UnitRows:
-        return UnitRows(self.features, self.centre, mean.astype(np.float32), proj, self.chunk, self.unit,
+        return UnitRows(self.features, self.centre, mean, proj, self.chunk, self.unit,
                         self.memory_bytes)
 
     def _make(self, raw: np.ndarray) -> np.ndarray:
@@ -115,7 +116,8 @@ class UnitRows:
                 y -= self.centre
             faiss.normalize_L2(y)
         if self.proj is not None:
-            y = np.ascontiguousarray((y - self.mean) @ self.proj, dtype=np.float32)
+            y -= self.mean  # in place: a gather of many rows holds one float32 copy, not two
+            y = np.ascontiguousarray(y @ self.proj, dtype=np.float32)
             faiss.normalize_L2(y)
         return y
 
@@ -131,7 +133,12 @@ class UnitRows:
         idx = np.asarray(key)
         flat = idx.reshape(-1)
         uniq, inverse = np.unique(flat, return_inverse=True)  # a sorted gather reads a memory map in order
-        return self._make(gather_rows(self.features, uniq))[inverse].reshape(*idx.shape, self.shape[1])
+        # ``chunk`` rows at a time: a gather of 3·10^5 rows of 2048-d (IVF training) made all at once held
+        # its float16, float32 and centred float32 copies together (7.95 GB measured at COCO scale)
+        made = np.concatenate([self._make(gather_rows(self.features, uniq[s:s + self.chunk]))
+                               for s in range(0, uniq.size, self.chunk)]) if uniq.size else \
+            np.empty((0, self.shape[1]), dtype=np.float32)
+        return made[inverse].reshape(*idx.shape, self.shape[1])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.empty(self.shape, dtype=np.float32)

@@ -356,6 +356,16 @@ def test_unit_rows_are_normalized_row_for_row(small_store):
     idx = np.array([[5, 3, 5], [0, 999, 2]])
     np.testing.assert_array_equal(rows[idx], want[idx])
     np.testing.assert_array_equal(np.asarray(rows), want)
+    # projected, gathered in chunks of 100 unique rows: the rows the slices give, and (row - mean) @ proj
+    rng = np.random.default_rng(1)
+    mean, proj = rng.normal(size=want.shape[1]), rng.normal(size=(want.shape[1], 8)).astype(np.float32)
+    p = rows.projected(mean, proj)
+    big = rng.integers(0, len(rows), size=(350, 2))
+    oracle = (want.astype(np.float64) - mean) @ proj
+    oracle /= np.linalg.norm(oracle, axis=1, keepdims=True)
+    np.testing.assert_allclose(p[big], oracle[big], atol=1e-5)
+    np.testing.assert_allclose(p[big], p[0:len(rows)][big], atol=1e-6)
+    assert p[np.zeros((0, 3), dtype=np.int64)].shape == (0, 3, 8)
 
 
 def _mapped_kb(path) -> int:
