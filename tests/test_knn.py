@@ -486,3 +486,33 @@ def test_row_chunked_selections_are_the_row_by_row_rule(monkeypatch):
     for r in range(n):
         want = [int(v) for v in idx[r] if v >= 0 and v != r][:k]
         assert own_i[r].tolist() == want + [-1] * (k - len(want))
+
+
+def test_bench_nprobe_scores_what_build_graph_measures(tmp_path, capsys):
+    """tools/bench_nprobe.py (recall at other probe counts without a whole build) scores build-graph's own
+    recall@3 at its settings, and exhaustive search in the full dimension scores 1."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from liid.graph.feature_store import read_feature_store, write_feature_store
+
+    store, _ = make_feature_store(SyntheticSpec(images=400, dim=96, seed=5))
+    write_feature_store(tmp_path / "store", store)
+    cfg = GraphConfig(knn=KnnConfig(method="ivf", nlist=32, nprobe=2, pca_dim=24), neighbours="cross-image",
+                      centre=True)
+    _, stats = build_graph(read_feature_store(tmp_path / "store"), cfg, recall_sample=300, in_memory_gb=1e-6)
+    spec = importlib.util.spec_from_file_location("bench_nprobe", Path(__file__).parents[1] / "tools/bench_nprobe.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def scores(*args: str) -> dict[int, float]:
+        assert tool.main([str(tmp_path / "store"), "--nlist", "32", "--recall-sample", "300",
+                          "--time-sample", "50", *args]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        return {r["nprobe"]: r["recall_at_3"] for r in rows}
+
+    got = scores("--pca-dim", "24", "--nprobes", "2,32")
+    assert abs(got[2] - stats["knn"]["recall_at_k"]) <= 0.01 < 1 - got[2]  # a search that misses some
+    assert got[32] >= got[2]
+    assert scores("--pca-dim", "0", "--nprobes", "32")[32] == 1.0
