@@ -61,7 +61,9 @@ def format_stats(stats: dict) -> str:
 @click.option("--exact-max", default=30_000, show_default=True, type=click.IntRange(0),
               help="Largest store searched exactly by --knn auto on a CPU.")
 @click.option("--nlist", default=0, type=click.IntRange(0), help="IVF lists (0: 2.3*sqrt(N)).")
-@click.option("--nprobe", default=0, type=click.IntRange(0), help="IVF lists probed per query (0: 3*nlist/64).")
+@click.option("--nprobe", default=0, type=click.IntRange(0),
+              help="IVF lists probed per query (0: 3*nlist/64, measured at VOC scale; at COCO scale, 5e6 "
+                   "proposals, BENCHMARKS.md measures --nlist 8192 --nprobe 12..96).")
 @click.option("--pca-dim", default=384, show_default=True, type=click.IntRange(0),
               help="IVF: search candidates in this many principal components (0: full dimension).")
 @click.option("--candidates", default=16, show_default=True, type=click.IntRange(2),
